@@ -53,9 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UserError, FileNotFoundError, ValueError, KeyError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"cxr: error: {msg}", file=sys.stderr)
+    except (UserError, FileNotFoundError, ValueError) as e:
+        print(f"cxr: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cxr: interrupted", file=sys.stderr)

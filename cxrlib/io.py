@@ -15,9 +15,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where needed: cache users (Dask workers) need not pay for it
+    import torch
+from typing import Any, Iterator
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -71,7 +73,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 # --- tensors --------------------------------------------------------------------------------------
-def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
+def save_tensors(path: str | os.PathLike, tensors: dict[str, "torch.Tensor"], metadata: dict[str, str] | None = None):
     """Write a dict of tensors as safetensors, atomically."""
     from safetensors.torch import save_file
 
@@ -80,7 +82,7 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
         save_file(tensors, str(tmp), metadata=metadata)
 
 
-def load_tensors(path: str | os.PathLike, device: str = "cpu") -> dict[str, torch.Tensor]:
+def load_tensors(path: str | os.PathLike, device: str = "cpu") -> dict[str, "torch.Tensor"]:
     """Read safetensors; anything else (a pickle ``.pt``/``.ckpt``) is refused with advice."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -105,6 +107,8 @@ class UnsafeCheckpointError(RuntimeError):
 
 def safe_torch_load(path: str | os.PathLike, map_location: str = "cpu") -> Any:
     """``torch.load(weights_only=True)``: tensors, dicts, lists, numbers only; pickled code is refused."""
+    import torch
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such state file: {path}")
@@ -119,5 +123,7 @@ def safe_torch_load(path: str | os.PathLike, map_location: str = "cpu") -> Any:
 
 
 def safe_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)

@@ -57,7 +57,8 @@ def progress_disabled() -> bool:
 
 
 def tqdm(*args, **kwargs):
-    from tqdm.auto import tqdm as _tqdm
+    # tqdm.std, not tqdm.auto: text bars work in terminals and kernels alike, without ipywidgets
+    from tqdm.std import tqdm as _tqdm
 
     kwargs.setdefault("disable", progress_disabled())
     kwargs.setdefault("dynamic_ncols", True)

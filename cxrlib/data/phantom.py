@@ -246,16 +246,42 @@ def render_image(meta_row: pd.Series, size: int, seed: int, bank: dict | None = 
     return img
 
 
-def render_images(meta: pd.DataFrame, size: int, seed: int, progress: bool = True) -> np.ndarray:
-    """Render every row of ``meta`` (uint8 [N, size, size]), with a progress bar."""
+def _render_chunk(args) -> np.ndarray:
+    meta, size, seed = args
     bank = lung_mask_bank()
-    out = np.zeros((len(meta), size, size), np.uint8)
-    it = range(len(meta))
-    if progress:
-        it = tqdm(it, desc=f"rendering phantom {size}px", unit="img")
-    for k in it:
-        out[k] = render_image(meta.iloc[k], size, seed, bank)
-    return out
+    return np.stack([render_image(meta.iloc[k], size, seed, bank) for k in range(len(meta))])
+
+
+def render_images(meta: pd.DataFrame, size: int, seed: int, progress: bool = True, workers: int | None = None) -> np.ndarray:
+    """Render every row of ``meta`` (uint8 [N, size, size]), with a progress bar.
+
+    ``workers`` processes (default: all cores, at most 8) share large jobs; each image depends only
+    on its own meta row, so the result is identical for any number of workers."""
+    import os
+
+    workers = workers or min(8, os.cpu_count() or 1)
+    n = len(meta)
+    chunk = 250
+    starts = list(range(0, n, chunk))
+    bar = tqdm(total=n, desc=f"rendering phantom {size}px", unit="img", **({} if progress else {"disable": True}))
+    parts = []
+    if workers > 1 and n >= 2000:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        lung_mask_bank()  # build the cached bank once; forked workers inherit it
+        # fork (not spawn): no re-import of the caller's __main__, and the workers only run
+        # numpy/scipy code (no OpenMP/torch threads that a fork could leave in a bad state)
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as ex:
+            for part in ex.map(_render_chunk, [(meta.iloc[s : s + chunk], size, seed) for s in starts]):
+                parts.append(part)
+                bar.update(len(part))
+    else:
+        for s in starts:
+            parts.append(_render_chunk((meta.iloc[s : s + chunk], size, seed)))
+            bar.update(len(parts[-1]))
+    bar.close()
+    return np.concatenate(parts) if parts else np.zeros((0, size, size), np.uint8)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -300,21 +326,17 @@ class PhantomDataset(CXRDataset):
     def _load(self, cache: bool, progress: bool) -> np.ndarray:
         if not cache:
             return render_images(self.meta, self.size, self.seed, progress)
-        from ..config import stable_hash
-        from ..io import atomic_path
-        from ..utils import cache_root
+        from .. import cache as C
 
-        key = stable_hash([self.site, self.size, self.seed, RENDERER_VERSION, self.indices.tolist()], 16)
-        path = cache_root() / "phantom" / f"{self.site}-{self.size}px-seed{self.seed}-v{RENDERER_VERSION}-{key}.npy"
-        if path.exists():
-            arr = np.load(path)
-            if arr.shape == (len(self.meta), self.size, self.size):
-                return arr
-        arr = render_images(self.meta, self.size, self.seed, progress)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, arr)
-        return arr
+        spec = {"site": self.site, "size": self.size, "seed": self.seed, "renderer": RENDERER_VERSION}
+        k = C.key("phantom", spec, inputs=[self.indices.tolist()])
+
+        def produce(d):
+            np.save(d / "images.npy", render_images(self.meta, self.size, self.seed, progress))
+
+        entry = C.get_or_create(k, produce, expected_bytes=len(self.meta) * self.size**2 + 4096,
+                                description=f"phantom {self.site} {self.size}px, {len(self.meta)} images")
+        return np.load(entry / "images.npy")
 
     def load_image(self, i: int) -> np.ndarray:
         return self.images[i]

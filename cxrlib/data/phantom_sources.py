@@ -49,12 +49,6 @@ NIH_CSV = "Data_Entry_2017_v2020.csv.gz"
 PADCHEST_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"
 
 
-def _cache_root() -> Path:
-    from ..utils import cache_root
-
-    return cache_root()
-
-
 # ------------------------------------------------------------------------------------------------
 # Lung masks
 # ------------------------------------------------------------------------------------------------
@@ -101,41 +95,31 @@ def lung_mask_bank() -> dict:
     entries, keyed by the zip's sha256."""
     from PIL import Image
 
-    from ..io import atomic_path, sha256_file
+    from .. import cache as C
 
     zpath = source_file(MASKS_ZIP)
-    digest = sha256_file(zpath)[:16]
-    cache = _cache_root() / "phantom" / f"lung_masks-{digest}.npz"
-    if cache.exists():
-        with np.load(cache) as z:
-            return {k: z[k] for k in z.files}
-    rights, lefts, aspects, names = [], [], [], []
-    with zipfile.ZipFile(zpath) as zf:
-        for name in sorted(zf.namelist()):
-            if name.endswith("/"):
-                continue
-            im = Image.open(io.BytesIO(zf.read(name))).convert("L")
-            im.thumbnail((320, 320), Image.BILINEAR)  # masks are ~800 px; 320 keeps the outline, 6x faster
-            img = np.asarray(im)
-            res = _clean_mask(img)
-            if res is None:
-                continue
-            rights.append(res[0])
-            lefts.append(res[1])
-            aspects.append(res[2])
-            names.append(os.path.basename(name))
-    bank = {
-        "right": np.stack(rights).astype(np.float32),
-        "left": np.stack(lefts).astype(np.float32),
-        "aspect": np.asarray(aspects, np.float32),
-        "names": np.asarray(names),
-        "n_source": np.asarray(sum(1 for n in zipfile.ZipFile(zpath).namelist() if not n.endswith("/"))),
-    }
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(cache) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **bank)
-    return bank
+
+    def produce(d):
+        rights, lefts, aspects, names = [], [], [], []
+        with zipfile.ZipFile(zpath) as zf:
+            members = [n for n in sorted(zf.namelist()) if not n.endswith("/")]
+            for name in members:
+                im = Image.open(io.BytesIO(zf.read(name))).convert("L")
+                im.thumbnail((320, 320), Image.BILINEAR)  # masks are ~800 px; 320 keeps the outline, 6x faster
+                res = _clean_mask(np.asarray(im))
+                if res is None:
+                    continue
+                rights.append(res[0])
+                lefts.append(res[1])
+                aspects.append(res[2])
+                names.append(os.path.basename(name))
+        np.savez_compressed(d / "bank.npz", right=np.stack(rights).astype(np.float32), left=np.stack(lefts).astype(np.float32),
+                            aspect=np.asarray(aspects, np.float32), names=np.asarray(names), n_source=np.asarray(len(members)))
+
+    k = C.key("phantom-source", {"table": "lung_masks", "version": 1, "canon": CANON}, inputs=[zpath])
+    entry = C.get_or_create(k, produce, expected_bytes=5e6, description="cleaned lung-mask bank")
+    with np.load(entry / "bank.npz") as z:
+        return {k_: z[k_] for k_ in z.files}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -147,7 +131,11 @@ TABLE_COLUMNS = ("source_patient", "source_order", "sex", "age", "view", *CHEXPE
 @functools.lru_cache(maxsize=1)
 def chexpert_table() -> pd.DataFrame:
     """CheXpert train.csv, frontal images: the real joint distribution of labels, sex, age, view."""
-    d = pd.read_csv(source_file(CHEXPERT_CSV))
+    return _cached_table("chexpert", CHEXPERT_CSV, _build_chexpert)
+
+
+def _build_chexpert(src: Path) -> pd.DataFrame:
+    d = pd.read_csv(src)
     d = d[d["Frontal/Lateral"] == "Frontal"].copy()
     parts = d["Path"].str.extract(r"(patient\d+)/study(\d+)/")
     out = pd.DataFrame(
@@ -186,7 +174,11 @@ NIH_UNANNOTATED = ("Enlarged Cardiomediastinum", "Fracture", "Support Devices")
 
 @functools.lru_cache(maxsize=1)
 def nih_table() -> pd.DataFrame:
-    d = pd.read_csv(source_file(NIH_CSV))
+    return _cached_table("nih", NIH_CSV, _build_nih)
+
+
+def _build_nih(src: Path) -> pd.DataFrame:
+    d = pd.read_csv(src)
     out = pd.DataFrame(
         {
             "source_patient": d["Patient ID"].astype(str).to_numpy(),
@@ -275,15 +267,10 @@ def _parse_padchest_labels(s) -> list[str]:
 def padchest_table() -> pd.DataFrame:
     """PadChest frontal images (PA, AP, AP_horizontal) with parseable labels. The derived table is
     cached as a small CSV next to the cache entries (the 17 MB source takes seconds to parse)."""
-    import gzip
+    return _cached_table("padchest", PADCHEST_CSV, _build_padchest)
 
-    from ..io import atomic_write_bytes, sha256_file
 
-    src = source_file(PADCHEST_CSV)
-    cache = _cache_root() / "phantom" / f"padchest_table-{sha256_file(src)[:16]}.csv.gz"
-    if cache.exists():
-        out = pd.read_csv(cache, dtype={"source_patient": str})
-        return out
+def _build_padchest(src: Path) -> pd.DataFrame:
     d = pd.read_csv(src, low_memory=False, usecols=["PatientID", "StudyDate_DICOM", "PatientBirth", "PatientSex_DICOM", "Projection", "Labels"])
     d = d[d["Projection"].isin(["PA", "AP", "AP_horizontal"])]
     labels = d["Labels"].map(_parse_padchest_labels)
@@ -302,13 +289,18 @@ def padchest_table() -> pd.DataFrame:
     for lab in CHEXPERT_LABELS:
         srcs = {k for k, v in PADCHEST_TO_CHEXPERT.items() if v == lab}
         out[lab] = labels.map(lambda ls: float(any(x in srcs for x in ls))).to_numpy()
-    out = out.sort_values(["source_patient", "source_order"], kind="stable").reset_index(drop=True)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:  # fixed mtime: stable bytes
-        gz.write(out.to_csv(index=False).encode())
-    atomic_write_bytes(cache, buf.getvalue())
-    return out
+    return out.sort_values(["source_patient", "source_order"], kind="stable").reset_index(drop=True)
+
+
+def _cached_table(name: str, filename: str, build) -> pd.DataFrame:
+    """A derived label table, built once from the shipped CSV and kept in the (verified) cache."""
+    from .. import cache as C
+
+    src = source_file(filename)
+    k = C.key("phantom-source", {"table": name, "version": 1}, inputs=[src])
+    entry = C.get_or_create(k, lambda d: build(src).to_csv(d / "table.csv.gz", index=False),
+                            expected_bytes=2e7, description=f"{name} label table")
+    return pd.read_csv(entry / "table.csv.gz", dtype={"source_patient": str, "sex": object, "view": str})
 
 
 SOURCE_TABLES = {"chexpert": chexpert_table, "nih": nih_table, "padchest": padchest_table}

@@ -1,0 +1,129 @@
+"""Benchmarks (``make bench`` / ``cxr bench``; the performance chapter calls the same functions).
+
+Each benchmark returns tidy rows ``benchmark, setting, value, unit`` measured in one process; on a
+shared or noisy machine compare ratios from one run rather than absolute numbers across runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+
+def _row(benchmark: str, setting: str, value: float, unit: str, **extra) -> dict:
+    return {"benchmark": benchmark, "setting": setting, "value": float(value), "unit": unit, **extra}
+
+
+def bench_phantom(n: int = 10000, size: int = 64, workers: int | None = None) -> list[dict]:
+    """Render ``n`` phantom images (no cache) with ``workers`` processes and with one, on a slice."""
+    from .data.phantom import phantom_meta, render_images
+    from .data.phantom_sources import lung_mask_bank
+
+    lung_mask_bank()
+    meta = phantom_meta("internal", n, 0)
+    t0 = time.perf_counter()
+    render_images(meta, size, 0, progress=False, workers=workers)
+    all_s = time.perf_counter() - t0
+    k = min(n, 1000)
+    t0 = time.perf_counter()
+    render_images(meta.iloc[:k], size, 0, progress=False, workers=1)
+    one_s = time.perf_counter() - t0
+    w = workers or min(8, os.cpu_count() or 1)
+    return [
+        _row("phantom", f"{n} images at {size}px, {w} workers", all_s, "s"),
+        _row("phantom", f"{size}px, {w} workers", n / all_s, "images/s"),
+        _row("phantom", f"{size}px, 1 worker", k / one_s, "images/s"),
+    ]
+
+
+def bench_classifier(size: int = 32, arch: str = "small_cnn", n: int = 512, batch_size: int = 64) -> list[dict]:
+    """Training throughput of a classifier (one epoch over ``n`` random images after a warm-up)."""
+    from .classify import train_classifier
+    from .data.base import ArrayDataset
+    from .data.labels import CHEXPERT_LABELS
+
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randint(0, 256, (n, size, size), generator=g, dtype=torch.uint8).numpy()
+    labels = (torch.rand(n, len(CHEXPERT_LABELS), generator=g) < 0.3).float().numpy()
+    meta = pd.DataFrame(labels, columns=list(CHEXPERT_LABELS)).assign(patient_id=[f"p{i}" for i in range(n)], sex="F", age=60.0)
+    ds = ArrayDataset(imgs, meta)
+    train_classifier(train=ds.subset(range(batch_size)), val=None, arch=arch, epochs=1, batch_size=batch_size, progress=False)
+    t0 = time.perf_counter()
+    train_classifier(train=ds, val=None, arch=arch, epochs=1, batch_size=batch_size, progress=False)
+    sec = time.perf_counter() - t0
+    return [_row("classifier training", f"{arch} {size}px batch {batch_size}", n / sec, "images/s")]
+
+
+def bench_generator(preset: str = "cpu", steps: int = 20, n_sample: int = 32, tmp_dir: str | None = None) -> list[dict]:
+    """Generator training throughput (``steps`` optimizer steps of the preset) and sampler speed."""
+    import tempfile
+
+    from .data.base import ArrayDataset
+    from .data.labels import CHEXPERT_LABELS
+    from .diffusion import GENERATOR_PRESETS, train_generator
+    from .diffusion import load_generator
+    from .sampling import time_samplers
+
+    p = dict(GENERATOR_PRESETS[preset])
+    size, bs = p["image_size"], p["batch_size"]
+    n = bs * 4
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randint(0, 256, (n, size, size), generator=g, dtype=torch.uint8).numpy()
+    meta = pd.DataFrame((torch.rand(n, len(CHEXPERT_LABELS), generator=g) < 0.3).float().numpy(),
+                        columns=list(CHEXPERT_LABELS)).assign(patient_id=[f"p{i}" for i in range(n)], sex="F", age=60.0)
+    ds = ArrayDataset(imgs, meta)
+    p.update(total_steps=steps, checkpoint_every=0, sample_every=0, warmup_steps=1, progress=False)
+    with tempfile.TemporaryDirectory(dir=tmp_dir) as d:
+        t0 = time.perf_counter()
+        model_dir = train_generator(train_data=ds, out_dir=Path(d) / "run", **p)
+        sec = time.perf_counter() - t0
+        model = load_generator(model_dir)
+    rows = [_row("generator training", f"{preset} preset {size}px batch {bs}", steps * bs / sec, "images/s")]
+    t = time_samplers(model, n_images=n_sample, batch_size=n_sample, steps={"ddpm": 250, "ddim": 50, "dpm++": 20})
+    for r in t.itertuples():
+        rows.append(_row("sampling", f"{r.sampler}-{r.steps} {size}px", r.images_per_s, "images/s"))
+        rows.append(_row("sampling", f"{r.sampler}-{r.steps} {size}px", r.image_steps_per_s, "image-steps/s"))
+    return rows
+
+
+def machine() -> dict:
+    return {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor()}
+
+
+def run_all(quick: bool = False) -> pd.DataFrame:
+    rows = []
+    rows += bench_phantom(n=2000 if quick else 10000, size=64)
+    rows += bench_classifier(size=32, n=256 if quick else 1024)
+    rows += bench_classifier(size=64, n=256 if quick else 512)
+    rows += bench_generator(steps=5 if quick else 20, n_sample=8 if quick else 32)
+    return pd.DataFrame(rows)
+
+
+def _cmd_bench(args) -> int:
+    from .io import atomic_write_json
+    from .utils import project_root
+
+    df = run_all(quick=args.quick)
+    out = Path(args.out) if args.out else project_root() / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    df.to_csv(out / f"bench-{stamp}.csv", index=False)
+    atomic_write_json(out / f"bench-{stamp}.json", {"machine": machine(), "rows": df.to_dict("records")})
+    with pd.option_context("display.max_colwidth", 60, "display.width", 140):
+        print(df.to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
+    print(f"\nwritten to {out}/bench-{stamp}.csv ({json.dumps(machine())})")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="benchmarks: phantom rendering, classifier/generator training, samplers")
+    p.add_argument("--quick", action="store_true", help="small sizes (a smoke check of the benchmark itself)")
+    p.add_argument("--out", default=None, help="folder for the results (default: bench/results/)")
+    p.set_defaults(func=_cmd_bench)
