@@ -116,4 +116,4 @@ def test_cache_roundtrip(cache_dir):
     assert x["labels"].shape == (14,) and x["site"] == "internal"
 
 
-GOLDEN = {"2": "65d4e0cc0c9d9a9d"}  # renderer version -> sha256[:16] of 6 images at 32 px
+GOLDEN = {"3": "792d33f8ee63f9b0"}  # renderer version -> sha256[:16] of 6 images at 32 px

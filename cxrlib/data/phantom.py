@@ -36,7 +36,7 @@ from .labels import CHEXPERT_LABELS, LabelPolicy, check_label_names
 from .phantom_render import Acquisition, Findings, render, sample_anatomy
 from .phantom_sources import SOURCE_TABLES, lung_mask_bank
 
-RENDERER_VERSION = "2"
+RENDERER_VERSION = "3"
 RENDERED = tuple(l for l in CHEXPERT_LABELS if l != "No Finding")  # No Finding = none of these
 
 

@@ -11,7 +11,7 @@ Findings and how they are drawn (severity ``s`` in (0, 1]):
 
 =========================== ========================================================================
 Enlarged Cardiomediastinum  widened superior mediastinum and aortic knob
-Cardiomegaly                cardiothoracic ratio 0.49 + 0.15 s (normal 0.36-0.50); AP views magnify x1.1
+Cardiomegaly                cardiothoracic ratio 0.48 + 0.14 s (normal 0.36-0.50); AP views magnify x1.1
 Lung Opacity                faint ground-glass patch (its other causes are drawn by their own labels)
 Lung Lesion                 one (two if severe) sharply marginated round nodule/mass, radius ~ s
 Edema                       bilateral perihilar haze, indistinct vessels, Kerley B lines
@@ -239,9 +239,9 @@ def render(
 
     # 4. heart and mediastinum cover the medial lungs (enlarged cardiomediastinum widens the upper
     #    mediastinum; cardiomegaly raises the cardiothoracic ratio; AP views magnify the heart)
-    med_hw = 0.085 + (0.05 + 0.07 * sv("Enlarged Cardiomediastinum") if sv("Enlarged Cardiomediastinum") else 0.0)
+    med_hw = 0.085 + (0.015 + 0.045 * sv("Enlarged Cardiomediastinum") if sv("Enlarged Cardiomediastinum") else 0.0)
     med = _soft(np.abs(u - 0.015) - med_hw, w) * _soft(v - (bottom - 0.55 * hh), 0.05)
-    ctr = anatomy.ctr if not sv("Cardiomegaly") else 0.49 + 0.15 * sv("Cardiomegaly")
+    ctr = anatomy.ctr if not sv("Cardiomegaly") else 0.48 + 0.14 * sv("Cardiomegaly")
     if ap:
         ctr *= 1.1
     h_rx = ctr * hw
@@ -274,7 +274,7 @@ def render(
     dens += spine * (0.04 + 0.03 * vert)
     trachea = _soft(np.abs(u - 0.01) - 0.028, w) * _soft(v - (cy - 0.1 * hh), w)  # down to the carina
     dens -= 0.12 * trachea * body
-    knob_r = 0.06 + 0.05 * sv("Enlarged Cardiomediastinum")
+    knob_r = 0.06 + 0.03 * sv("Enlarged Cardiomediastinum")
     dens += 0.08 * _soft(_ellipse(u, v, med_hw + 0.02, cy - 0.25 * hh, knob_r, 0.06), w) * (1 - space)
     if anatomy.bubble:
         dens -= 0.12 * _soft(_ellipse(u, v, 0.45 * hw, bottom + 0.06, 0.12, 0.05), w) * body
