@@ -1,0 +1,34 @@
+"""The shared study config and recipe helpers of experiments 2-8 (the pipelines themselves run in
+the smoke book build)."""
+
+import pytest
+
+from cxrlib.config import ConfigError
+from cxrlib.experiments import common as c
+
+
+def test_profiles_resolve_and_validate():
+    smoke = c.StudyConfig.from_params(profile="smoke")
+    cpu = c.StudyConfig.from_params(profile="cpu")
+    assert smoke.labels == c.SMOKE_LABELS and cpu.gen_steps > smoke.gen_steps
+    assert cpu.clf_seeds() == [0, 1, 2]
+    with pytest.raises(ConfigError, match="gen_checkpoints"):
+        c.StudyConfig.from_params(gen_steps=100, gen_checkpoints=(100,))
+    with pytest.raises(ConfigError, match="sampler"):
+        c.StudyConfig.from_params(sampler="euler")
+    with pytest.raises(ConfigError, match="unknown label"):
+        c.StudyConfig.from_params(labels=("Cardiomegally",))
+
+
+def test_merge_profiles_keeps_study_presets():
+    merged = c.merge_profiles({"smoke": {"n_seeds": 2}})
+    assert merged["smoke"]["n_seeds"] == 2 and merged["smoke"]["gen_steps"] == c.STUDY_PROFILES["smoke"]["gen_steps"]
+    assert merged["cpu"] == c.STUDY_PROFILES["cpu"]
+
+
+def test_generator_options_follow_the_config():
+    cfg = c.StudyConfig.from_params(profile="smoke", gen_channels=(24, 48), gen_lr=5e-4)
+    o = c.generator_options(cfg)
+    assert o["channels"] == (24, 48) and o["lr"] == 5e-4 and o["labels"] == c.SMOKE_LABELS
+    assert all(ch % o["norm_groups"] == 0 for ch in o["channels"]) and o["attention"] == (False, True)
+    assert o["lr_schedule"] == "constant"  # snapshots are extensions of one run
