@@ -97,7 +97,10 @@ class StudyConfig(ExperimentConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_label_names(self.labels, where="parameter 'labels'")
+        try:
+            check_label_names(self.labels, where="parameter 'labels'")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         from ..sampling import SAMPLERS
 
         if self.sampler not in SAMPLERS:

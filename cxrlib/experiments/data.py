@@ -45,7 +45,10 @@ class Config(ExperimentConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_label_names(self.labels, where="parameter 'labels'")
+        try:
+            check_label_names(self.labels, where="parameter 'labels'")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if not all(0 < f <= 1 for f in self.difficulty_fractions):
             raise ConfigError(f"parameter 'difficulty_fractions': each must be in (0, 1], got {self.difficulty_fractions}")
         if self.image_size < 16:
