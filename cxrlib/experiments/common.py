@@ -266,6 +266,14 @@ def main_generator(cfg: StudyConfig, sets: RealSets, progress: bool = True) -> d
     return {s: p / "model" for s, p in snaps.items()}
 
 
+def pretrained_generator(cfg: StudyConfig, sets: RealSets, progress: bool = True) -> Path:
+    """The unconditional DDPM pretrained on the whole pool with every label hidden (Huijben 2024's
+    first stage), same architecture and step count as the main generator. Chapters 4 (labeled
+    fraction) and 7 (few-shot fine-tuning) fine-tune it; the cache shares it between them."""
+    snaps = train_cached_generator(cfg, sets.pool, name="ddpm-unconditional-pretrain", unconditional=True, progress=progress)
+    return snaps[cfg.gen_steps] / "model"
+
+
 # ------------------------------------------------------------------------------------------------
 # Synthetic sets
 # ------------------------------------------------------------------------------------------------
