@@ -331,6 +331,14 @@ def train_cached_classifier(cfg: StudyConfig, train_sets: Sequence[CXRDataset], 
     return load_classifier(C.get_or_create(k, produce, expected_bytes=2e8, description="classifier"), device=cfg.device)
 
 
+def oracle(cfg: StudyConfig, sets: RealSets, progress: bool = True):
+    """The evaluation instrument of the fidelity audits: a classifier trained on the whole labeled
+    pool (not only R, and never on synthetic images), used as the label-consistency oracle and,
+    through its penultimate layer, as the ``study`` feature space of FD/KID/precision/recall."""
+    return train_cached_classifier(cfg, [sets.pool], sets.val, seed=derive_seed(cfg.seed, "oracle") % 10_000,
+                                   progress=progress)
+
+
 def run_arms(cfg: StudyConfig, arms: Mapping[str, Sequence[CXRDataset]], sets: RealSets, *, reference: str,
              balanced: Sequence[str] = (), test_sets: Mapping[str, CXRDataset] | None = None,
              threshold_policy: str | None = None, progress: bool = True) -> pd.DataFrame:
