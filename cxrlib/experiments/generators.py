@@ -1,0 +1,232 @@
+"""Experiment 2 — Generators: the study's conditional pixel DDPM (Huijben 2024, Khosravi 2024):
+its training curve, samples per label, whether the samples carry their labels, the trade-off of
+sampler, step count and guidance against fidelity and time, and a memorization audit.
+
+The generator is :func:`cxrlib.experiments.common.main_generator` — trained once on R and shared
+through the cache with chapters 3, 5 and 6.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from ..config import ConfigError
+from .common import RealSets, StudyConfig, merge_profiles
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(StudyConfig):
+    NAME: ClassVar[str] = "generators"
+    n_per_label: int = 8  # samples per row of the per-label grid
+    grid_guidance: tuple[float, ...] = (0.0, 1.0, 3.0)  # guidance weights compared
+    sampler_grid: tuple[str, ...] = ("ddpm-100", "ddim-10", "ddim-25", "dpm++-10", "dpm++-20")  # "<sampler>-<steps>"
+    n_eval: int = 600  # synthetic images per variant for fidelity and label consistency
+    n_timing: int = 16  # images timed (freshly, not from the cache) per sampler variant
+
+    PROFILES: ClassVar = merge_profiles({
+        "smoke": dict(n_per_label=3, grid_guidance=(0.0, 2.0), sampler_grid=("ddim-4", "dpm++-4"), n_eval=48, n_timing=4),
+        "paper": dict(n_eval=5000, sampler_grid=("ddpm-1000", "ddim-50", "ddim-200", "dpm++-20")),
+    })
+
+    def validate(self) -> None:
+        super().validate()
+        for v in self.sampler_grid:
+            parse_variant(v)
+
+
+def parse_variant(text: str) -> tuple[str, int]:
+    """``"dpm++-20"`` -> ``("dpm++", 20)``; errors name the bad value."""
+    from ..sampling import SAMPLERS
+
+    name, _, steps = text.rpartition("-")
+    if name not in SAMPLERS or not steps.isdigit() or int(steps) < 1:
+        raise ConfigError(f"parameter 'sampler_grid': {text!r} is not '<sampler>-<steps>' with sampler in {list(SAMPLERS)}")
+    return name, int(steps)
+
+
+# ------------------------------------------------------------------------------------------------
+def training_log(snapshots: dict[int, Path]) -> pd.DataFrame:
+    """The loss curve of the final run (``train_log.csv`` stored with the generator entry)."""
+    final = snapshots[max(snapshots)]
+    log = final.parent / "train_log.csv"
+    if not log.exists():
+        raise FileNotFoundError(f"{log} is missing: the generator entry has no training log")
+    return pd.read_csv(log)
+
+
+def label_conditions(cfg: Config) -> tuple[pd.DataFrame, list[str]]:
+    """One row per label with only that finding present, then a row with every label absent;
+    ``n_per_label`` images per row (demographics unknown)."""
+    from ..sampling import explicit_conditions
+
+    L = len(cfg.labels)
+    rows = [np.eye(L)[j] for j in range(L)] + [np.zeros(L)]
+    names = list(cfg.labels) + ["none of the labels"]
+    y = np.repeat(np.stack(rows), cfg.n_per_label, axis=0)
+    return explicit_conditions(y, label_names=cfg.labels), names
+
+
+def label_grids(cfg: Config, gen_dir: Path) -> dict[float, np.ndarray]:
+    """Per guidance weight: images ``[rows, n_per_label, S, S]`` for :func:`label_conditions`
+    (the same per-image seeds in every grid, so columns are comparable across guidance)."""
+    from ..sampling import image_seeds, sample_images
+    from ..diffusion import load_generator
+    from ..models.unet import Condition
+
+    cond_table, names = label_conditions(cfg)
+    model = load_generator(gen_dir, device=cfg.device)
+    cond = Condition.from_table(cond_table, model.label_names)
+    seeds = image_seeds(cfg.seed, len(cond_table))
+    out = {}
+    for w in cfg.grid_guidance:
+        x = sample_images(model, cond, seeds, sampler=cfg.sampler, steps=cfg.sampler_steps, guidance=w, device=cfg.device,
+                          progress=False)
+        out[w] = (x[:, 0].numpy() * 255).round().astype(np.uint8).reshape(len(names), cfg.n_per_label, cfg.image_size, cfg.image_size)
+    return out
+
+
+def eval_conditions(cfg: Config, sets: RealSets) -> pd.DataFrame:
+    """Conditions at the training prevalence (labels and demographics drawn jointly from R)."""
+    from ..sampling import prevalence_conditions
+
+    return prevalence_conditions(sets.train, cfg.n_eval, label_names=cfg.labels, seed=cfg.seed)
+
+
+def variant_metrics(cfg: Config, sets: RealSets, gen_dir: Path, oracle_model, *, sampler: str, steps: int,
+                    guidance: float, real_features: np.ndarray, progress: bool = False) -> dict:
+    """Fidelity (FD, KID, precision/recall/density/coverage in the oracle's feature space against
+    the real test set), label consistency (oracle AUROC per label, macro) and fresh sampling time."""
+    from ..classify import predict
+    from ..diffusion import load_generator
+    from ..fidelity import (extract_features, frechet_distance, kernel_distance, label_consistency,
+                            precision_recall_density_coverage, study_extractor)
+    from ..models.unet import Condition
+    from ..sampling import image_seeds, sample_images
+    from .common import synthetic_set
+
+    cond = eval_conditions(cfg, sets)
+    syn = synthetic_set(cfg, gen_dir, cond, name="eval-prevalence", sampler=sampler, steps=steps, guidance=guidance,
+                        progress=progress)
+    x, y, m = syn.to_tensors()
+    feats = extract_features(study_extractor(oracle_model), x, device=cfg.device)
+    scores = predict(oracle_model, x, device=cfg.device)
+    lc = label_consistency(scores, y.numpy(), list(cfg.labels), mask=m.numpy(), warn=False)
+    prdc = precision_recall_density_coverage(real_features, feats, warn=False)
+    # timing: sampled afresh (the set above may come from the cache)
+    model = load_generator(gen_dir, device=cfg.device)
+    tc = Condition.from_table(cond.iloc[: cfg.n_timing], model.label_names)
+    t0 = time.perf_counter()
+    sample_images(model, tc, image_seeds(cfg.seed + 1, cfg.n_timing), sampler=sampler, steps=steps, guidance=guidance,
+                  batch_size=cfg.n_timing, device=cfg.device, progress=False)
+    sec = (time.perf_counter() - t0) / cfg.n_timing
+    return {
+        "sampler": sampler, "steps": steps, "guidance": guidance, "n_syn": len(syn), "n_real": len(real_features),
+        "fd": frechet_distance(real_features, feats, warn=False)["value"],
+        "kid": kernel_distance(real_features, feats, warn=False)["value"],
+        "precision": prdc["precision"], "recall": prdc["recall"], "density": prdc["density"], "coverage": prdc["coverage"],
+        "label_auroc_macro": float(np.nanmean(lc["auroc"])),
+        **{f"label_auroc:{r.label}": r.auroc for r in lc.itertuples()},
+        "seconds_per_image": sec,
+    }
+
+
+def sampler_comparison(cfg: Config, sets: RealSets, gen_dir: Path, oracle_model, progress: bool = True) -> pd.DataFrame:
+    """One row per sampler variant (at guidance ``cfg.guidance``) and per guidance weight (at the
+    default sampler): fidelity, label consistency and seconds per image."""
+    from ..fidelity import extract_features, study_extractor
+    from ..utils import tqdm
+
+    real_x = sets.test.to_tensors()[0]
+    real_f = extract_features(study_extractor(oracle_model), real_x, device=cfg.device)
+    variants = [(*parse_variant(v), cfg.guidance, "sampler") for v in cfg.sampler_grid]
+    variants += [(cfg.sampler, cfg.sampler_steps, w, "guidance") for w in cfg.grid_guidance]
+    rows = []
+    for sampler, steps, w, kind in tqdm(variants, desc="generator variants", **({} if progress else {"disable": True})):
+        rows.append({"comparison": kind, **variant_metrics(cfg, sets, gen_dir, oracle_model, sampler=sampler, steps=steps,
+                                                           guidance=w, real_features=real_f, progress=False)})
+    return pd.DataFrame(rows)
+
+
+def real_reference(cfg: Config, sets: RealSets, oracle_model) -> dict:
+    """The same metrics for real validation images against the real test set: the ceiling."""
+    from ..classify import predict
+    from ..fidelity import (extract_features, frechet_distance, kernel_distance, label_consistency,
+                            precision_recall_density_coverage, study_extractor)
+
+    ex = study_extractor(oracle_model)
+    xt = sets.test.to_tensors()[0]
+    xv, yv, mv = sets.val.to_tensors()
+    ft, fv = extract_features(ex, xt, device=cfg.device), extract_features(ex, xv, device=cfg.device)
+    lc = label_consistency(predict(oracle_model, xv, device=cfg.device), yv.numpy(), list(cfg.labels), mask=mv.numpy(), warn=False)
+    prdc = precision_recall_density_coverage(ft, fv, warn=False)
+    return {"sampler": "real (val)", "fd": frechet_distance(ft, fv, warn=False)["value"],
+            "kid": kernel_distance(ft, fv, warn=False)["value"], **{k: prdc[k] for k in ("precision", "recall", "density", "coverage")},
+            "label_auroc_macro": float(np.nanmean(lc["auroc"])), **{f"label_auroc:{r.label}": r.auroc for r in lc.itertuples()}}
+
+
+def memorization(cfg: Config, sets: RealSets, gen_dir: Path, oracle_model):
+    """Replica audit of the evaluation set: nearest R image, calibrated on held-out real (val)."""
+    from ..fidelity import extract_features, memorization_audit, study_extractor
+    from .common import synthetic_set
+
+    syn = synthetic_set(cfg, gen_dir, eval_conditions(cfg, sets), name="eval-prevalence", progress=False)
+    ex = study_extractor(oracle_model)
+    xs, xr, xh = syn.to_tensors()[0], sets.train.to_tensors()[0], sets.val.to_tensors()[0]
+    audits = memorization_audit(xs, xr, xh, syn_features=extract_features(ex, xs, device=cfg.device),
+                                train_features=extract_features(ex, xr, device=cfg.device),
+                                heldout_features=extract_features(ex, xh, device=cfg.device))
+    return audits, xs.numpy(), xr.numpy()
+
+
+# ------------------------------------------------------------------------------------------------
+# Figures
+# ------------------------------------------------------------------------------------------------
+def plot_training(log: pd.DataFrame):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    ax.plot(log["step"], log["loss"], color="0.75", lw=0.8, label="loss (logged steps)")
+    smooth = log["loss"].rolling(max(1, len(log) // 20), min_periods=1).mean()
+    ax.plot(log["step"], smooth, color="C0", lw=2, label="running mean")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("denoising loss (MSE)")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_tradeoff(comp: pd.DataFrame, reference: dict):
+    import matplotlib.pyplot as plt
+
+    s = comp[comp.comparison == "sampler"]
+    g = comp[comp.comparison == "guidance"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for _, r in s.iterrows():
+        axes[0].scatter(r.seconds_per_image * 1000, r.fd, s=40)
+        axes[0].annotate(f"{r.sampler}-{r.steps}", (r.seconds_per_image * 1000, r.fd), fontsize=7, xytext=(3, 3),
+                         textcoords="offset points")
+    axes[0].axhline(reference["fd"], ls="--", color="k", lw=1, label="real vs real")
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("ms per image (this machine)")
+    axes[0].set_ylabel("FD (oracle features, vs real test)")
+    axes[0].legend(fontsize=7)
+    axes[1].plot(g.guidance, g.label_auroc_macro, "o-", label="synthetic")
+    axes[1].axhline(reference["label_auroc_macro"], ls="--", color="k", lw=1, label="real val images")
+    axes[1].set_xlabel("guidance weight w")
+    axes[1].set_ylabel("label consistency (oracle macro AUROC)")
+    axes[1].legend(fontsize=7)
+    axes[2].plot(g.guidance, g.fd, "o-", color="C1", label="FD")
+    axes[2].set_xlabel("guidance weight w")
+    axes[2].set_ylabel("FD")
+    ax2 = axes[2].twinx()
+    ax2.plot(g.guidance, g.recall, "s--", color="C2", label="recall")
+    ax2.set_ylabel("recall (diversity)")
+    fig.tight_layout()
+    return fig
