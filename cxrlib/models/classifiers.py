@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Callable
 
 import torch
 import torch.nn as nn
