@@ -60,8 +60,10 @@ def bench_classifier(size: int = 32, arch: str = "small_cnn", n: int = 512, batc
     return [_row("classifier training", f"{arch} {size}px batch {batch_size}", n / sec, "images/s")]
 
 
-def bench_generator(preset: str = "cpu", steps: int = 20, n_sample: int = 32, tmp_dir: str | None = None) -> list[dict]:
-    """Generator training throughput (``steps`` optimizer steps of the preset) and sampler speed."""
+def bench_generator(preset: str = "cpu", steps: int = 20, n_sample: int = 32, tmp_dir: str | None = None,
+                    sampler_steps: dict | None = None) -> list[dict]:
+    """Generator training throughput (``steps`` optimizer steps of the preset) and sampler speed
+    (``sampler_steps``: sampler -> step count; default DDPM-250, DDIM-50, DPM-Solver++-20)."""
     import tempfile
 
     from .data.base import ArrayDataset
@@ -85,7 +87,7 @@ def bench_generator(preset: str = "cpu", steps: int = 20, n_sample: int = 32, tm
         sec = time.perf_counter() - t0
         model = load_generator(model_dir)
     rows = [_row("generator training", f"{preset} preset {size}px batch {bs}", steps * bs / sec, "images/s")]
-    t = time_samplers(model, n_images=n_sample, batch_size=n_sample, steps={"ddpm": 250, "ddim": 50, "dpm++": 20})
+    t = time_samplers(model, n_images=n_sample, batch_size=n_sample, steps=sampler_steps or {"ddpm": 250, "ddim": 50, "dpm++": 20})
     for r in t.itertuples():
         rows.append(_row("sampling", f"{r.sampler}-{r.steps} {size}px", r.images_per_s, "images/s"))
         rows.append(_row("sampling", f"{r.sampler}-{r.steps} {size}px", r.image_steps_per_s, "image-steps/s"))

@@ -1,0 +1,79 @@
+"""Experiment 9 — Performance: throughput benchmarks (phantom rendering, classifier and generator
+training, samplers) measured by this run, and the wall time of every chapter of the book at the
+same profile, read from the run records that ``cxr run``/``cxr book`` wrote.
+
+Timings are measurements of the machine that ran the book, not constants: they differ between runs
+and machines (compare ratios from one run). Everything else in the book repeats bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import ClassVar
+
+import pandas as pd
+
+from ..config import ExperimentConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(ExperimentConfig):
+    NAME: ClassVar[str] = "performance"
+    phantom_images: int = 4000  # images rendered for the phantom benchmark (64 px)
+    classifier_images: int = 512  # images per classifier-training benchmark
+    generator_steps: int = 10  # optimizer steps of the generator-training benchmark (cpu preset)
+    sampler_images: int = 16  # images per sampler benchmark
+    generator_preset: str = "cpu"  # tiny | cpu | paper (cxrlib.diffusion.GENERATOR_PRESETS)
+    sampler_steps: tuple[int, int, int] = (250, 50, 20)  # DDPM, DDIM, DPM-Solver++ steps
+
+    PROFILES: ClassVar = {
+        "smoke": dict(phantom_images=300, classifier_images=128, generator_steps=2, sampler_images=4,
+                      generator_preset="tiny", sampler_steps=(20, 5, 5)),
+        "cpu": {},
+        "paper": dict(phantom_images=10000, classifier_images=2048, generator_steps=50, sampler_images=64),
+    }
+
+
+def benchmarks(cfg: Config) -> pd.DataFrame:
+    """Run the benchmarks of :mod:`cxrlib.bench` at this profile's sizes."""
+    from .. import bench
+
+    rows = bench.bench_phantom(n=cfg.phantom_images, size=64)
+    rows += bench.bench_classifier(size=32, n=cfg.classifier_images)
+    rows += bench.bench_classifier(size=64, n=cfg.classifier_images)
+    rows += bench.bench_generator(preset=cfg.generator_preset, steps=cfg.generator_steps, n_sample=cfg.sampler_images,
+                                  sampler_steps=dict(zip(("ddpm", "ddim", "dpm++"), cfg.sampler_steps)))
+    return pd.DataFrame(rows).assign(**{k: str(v) for k, v in bench.machine().items()})
+
+
+def chapter_times(cfg: Config) -> pd.DataFrame:
+    """Wall time of every chapter's most recent complete run at this profile (from ``runs/``)."""
+    from ..runner import runs_root
+
+    rows = []
+    for rec_path in sorted(runs_root().glob(f"*/{cfg.profile}-*/run.json")):
+        rec = json.loads(rec_path.read_text())
+        rows.append({"chapter": rec_path.parent.parent.name, "run": rec_path.parent.name,
+                     "wall_time_s": float(rec.get("wall_time_s") or 0.0), "finished": rec.get("finished", ""),
+                     "mtime": rec_path.stat().st_mtime})
+    df = pd.DataFrame(rows, columns=["chapter", "run", "wall_time_s", "finished", "mtime"])
+    if df.empty:
+        return df
+    df = df.sort_values("mtime").groupby("chapter", as_index=False).last().sort_values("chapter")
+    return df.drop(columns="mtime").reset_index(drop=True)
+
+
+def plot_chapter_times(times: pd.DataFrame, budget_s: float | None = None):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 0.4 * max(len(times), 3) + 1.2))
+    ax.barh(times["chapter"], times["wall_time_s"] / 60, color="C0")
+    ax.invert_yaxis()
+    ax.set_xlabel("wall time (minutes)")
+    total = times["wall_time_s"].sum() / 60
+    ax.set_title(f"chapters run so far at this profile: {total:.1f} min in total", fontsize=10)
+    if budget_s:
+        ax.axvline(budget_s / 60, ls="--", color="k", lw=1)
+    fig.tight_layout()
+    return fig
