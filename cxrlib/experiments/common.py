@@ -43,7 +43,7 @@ STUDY_PROFILES: dict[str, dict] = {
     "cpu": dict(),
     "paper": dict(dataset="chexpert", image_size=256, labels=tuple(l for l in COMPETITION_LABELS), n_pool=None,
                   labeled_fraction=1.0, n_val=None, n_test=None, n_external=None, external_sites=(),
-                  gen_channels=(128, 128, 256, 256, 512, 512), gen_steps=200_000, gen_checkpoints=(50_000, 100_000, 150_000),
+                  gen_channels=(128, 128, 256, 256, 512, 512), gen_layers=2, gen_label_channels=False, gen_steps=200_000, gen_checkpoints=(50_000, 100_000, 150_000),
                   gen_batch_size=32, gen_lr=1e-4, gen_ema_decay=0.9999, gen_prediction="v_prediction",
                   gen_schedule="squaredcos_cap_v2", sampler="ddim", sampler_steps=200, clf_arch="densenet121",
                   clf_epochs=20, n_seeds=5, n_boot=1000),
@@ -51,8 +51,8 @@ STUDY_PROFILES: dict[str, dict] = {
 
 # The fields that define the real training data and the generator (the generator's cache key).
 DATA_FIELDS = ("dataset", "root", "image_size", "labels", "n_pool", "labeled_fraction")
-GEN_FIELDS = DATA_FIELDS + ("seed", "gen_channels", "gen_steps", "gen_batch_size", "gen_lr", "gen_ema_decay",
-                            "gen_prediction", "gen_schedule", "gen_cond_drop")
+GEN_FIELDS = DATA_FIELDS + ("seed", "gen_channels", "gen_layers", "gen_adagn", "gen_label_channels", "gen_steps",
+                            "gen_batch_size", "gen_lr", "gen_ema_decay", "gen_prediction", "gen_schedule", "gen_cond_drop")
 CLF_FIELDS = ("clf_arch", "clf_epochs", "clf_batch_size", "clf_lr", "clf_augment")
 
 
@@ -71,8 +71,11 @@ class StudyConfig(ExperimentConfig):
     n_external: int | None = 1000  # images per external site
     # generator (the conditional pixel DDPM of chapter 2) ------------------------------------------
     gen_channels: tuple[int, ...] = (32, 64, 64)  # UNet widths per resolution
-    gen_steps: int = 1800  # optimizer steps
-    gen_checkpoints: tuple[int, ...] = (300, 900)  # earlier EMA snapshots kept (fidelity vs utility)
+    gen_layers: int = 1  # ResNet blocks per resolution level
+    gen_adagn: bool = True  # condition + time embedding as GroupNorm scale/shift (ADM's AdaGN), not added
+    gen_label_channels: bool = True  # label states also as constant input channels (fast conditioning on a CPU budget)
+    gen_steps: int = 1500  # optimizer steps
+    gen_checkpoints: tuple[int, ...] = (250, 750)  # earlier EMA snapshots kept (fidelity vs utility)
     gen_batch_size: int = 64
     gen_lr: float = 1e-3  # AdamW, constant after warm-up
     gen_ema_decay: float = 0.995  # short CPU runs need a fast EMA
@@ -82,7 +85,7 @@ class StudyConfig(ExperimentConfig):
     # sampling ------------------------------------------------------------------------------------
     sampler: str = "dpm++"  # ddpm | ddim | dpm++
     sampler_steps: int = 15
-    guidance: float = 1.0  # classifier-free guidance weight w (0 = plain conditional model)
+    guidance: float = 2.0  # classifier-free guidance weight w (0 = plain conditional model)
     # classifiers ---------------------------------------------------------------------------------
     clf_arch: str = "small_cnn"  # small_cnn | resnet18 | resnet50 | densenet121 | efficientnet_b0 | convnext_tiny | inception_v3
     clf_epochs: int = 8
@@ -206,7 +209,8 @@ def generator_options(cfg: StudyConfig) -> dict:
     groups = min(32, min(ch))
     while any(c % groups for c in ch):
         groups //= 2
-    base.update(image_size=cfg.image_size, labels=tuple(cfg.labels), channels=ch,
+    base.update(image_size=cfg.image_size, labels=tuple(cfg.labels), channels=ch, layers_per_block=cfg.gen_layers,
+                time_scale_shift="scale_shift" if cfg.gen_adagn else "default", label_channels=cfg.gen_label_channels,
                 attention=tuple([False] * (len(ch) - 1) + [True]), norm_groups=groups,
                 batch_size=cfg.gen_batch_size, lr=cfg.gen_lr, ema_decay=cfg.gen_ema_decay,
                 prediction_type=cfg.gen_prediction, beta_schedule=cfg.gen_schedule, cond_drop_prob=cfg.gen_cond_drop,
