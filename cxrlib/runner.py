@@ -480,7 +480,8 @@ def execute(
         log = staging / ".papermill.log"
         atomic_write_text(nb_in, nbformat.writes(_with_epilogue(spec, staging / "code_files.json")))
         atomic_write_text(params_file, yaml.safe_dump(dict(injected), sort_keys=True))
-        env = {**os.environ, ENV_RUN_DIR: str(staging), ENV_RUN_HASH: cfg.hash(), ENV_RUN_NOTEBOOK: spec.stem}
+        env = {**os.environ, ENV_RUN_DIR: str(staging), ENV_RUN_HASH: cfg.hash(), ENV_RUN_NOTEBOOK: spec.stem,
+               "CXR_RUNS_DIR": str(runs_root(runs_dir))}
         try:
             code = _papermill(nb_in, out_nb, params_file, spec.path.parent, env, show, log)
         except BaseException:

@@ -74,7 +74,11 @@ def make_scheduler(sampler: str, schedule: dict):
     if sampler == "ddim":
         return DDIMScheduler(**common, clip_sample=True)
     if sampler == "dpm++":
-        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+        # thresholding with sample_max_value=1 clips the predicted clean image to [-1, 1] at every step, as
+        # clip_sample does for DDPM/DDIM; without it an imperfect epsilon at high noise (x0 = (x - sigma eps) /
+        # alpha, 1/alpha ~ 150 at t = T) drives multistep DPM-Solver++ to saturated black or white images.
+        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
+                                           thresholding=True, dynamic_thresholding_ratio=0.995, sample_max_value=1.0)
     raise ValueError(f"sampler={sampler!r}: expected one of {SAMPLERS}")
 
 

@@ -64,6 +64,21 @@ def chapter_times(cfg: Config) -> pd.DataFrame:
     return df.drop(columns="mtime").reset_index(drop=True)
 
 
+def plot_throughput(bench_df: pd.DataFrame):
+    """Bar chart (log scale) of every images/s measurement of :func:`benchmarks`."""
+    import matplotlib.pyplot as plt
+
+    d = bench_df[bench_df["unit"] == "images/s"].copy()
+    d["label"] = d["benchmark"].astype(str) + ": " + d["setting"].astype(str)
+    fig, ax = plt.subplots(figsize=(7, 0.35 * max(len(d), 3) + 1.2))
+    ax.barh(d["label"], d["value"], color=[f"C{i}" for i in pd.factorize(d["benchmark"])[0]])
+    ax.set_xscale("log")
+    ax.invert_yaxis()
+    ax.set_xlabel("images per second (log scale)")
+    fig.tight_layout()
+    return fig
+
+
 def plot_chapter_times(times: pd.DataFrame, budget_s: float | None = None):
     import matplotlib.pyplot as plt
 

@@ -1,0 +1,621 @@
+"""Experiment 7 — Generator comparison (Schaudt et al. 2023, Bioengineering 10:1421).
+
+Schaudt et al. trained five generators on 1 082 pneumonia radiographs (per-class DDPMs, Stable
+Diffusion fine-tuned fully, with LoRA and with DreamBooth, and a GAN), added 100-1 000 synthetic
+images per class to the training set of five classifiers (EfficientNet-B0/B1, ResNet-50,
+ConvNeXt-T/S; 5 repeats) and found that (1) the GAN had the best image quality, yet (2) quality did
+not translate into downstream gain (a negative correlation), and (3) only the DreamBooth model raised
+overall accuracy (+0.52 points).
+
+Here, on the study's labeled real set R, four generators of different families:
+
+=========== ===============================================================================================
+``gan``     the label-conditional GAN of :mod:`cxrlib.models.gan`, trained on R
+``ddpm``    the study's conditional pixel DDPM (:func:`common.main_generator`, shared with chapters 2-6)
+``ldm``     the latent diffusion model of :mod:`cxrlib.models.latent` (autoencoder + latent UNet), trained
+            on R (shared with chapter 8)
+``fewshot`` the DreamBooth analogue: the study's *unconditional* DDPM pretrained on the unlabeled pool
+            (:func:`common.pretrained_generator`, shared with chapter 4) fine-tuned conditionally on only
+            ``fewshot_k`` labeled images per label (and ``fewshot_k`` images with no study finding)
+=========== ===============================================================================================
+
+Each generator makes a balanced synthetic set (image *k* positive for label ``k mod L``, the other
+labels and demographics from a real R row with that finding); the first ``a · L`` images are the
+"``a`` per label" set, for each amount ``a`` of ``amounts``. Quality: FD / KID / precision / recall /
+density / coverage in the study feature space against held-out real test images, and the oracle's
+label consistency (:mod:`cxrlib.fidelity`). Utility: classifiers trained on R + each set vs on R
+alone, for several architectures and seeds; AUROC differences with DeLong / bootstrap p-values per
+seed and paired-seed t-tests over seeds (:mod:`cxrlib.stats`).
+
+The latent-diffusion recipe lives in :class:`LatentRecipe` (fields ``ldm_*``), which chapter 8's
+config also extends, so both chapters train the same model and share it through the cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Callable, ClassVar, Mapping
+
+import numpy as np
+import pandas as pd
+
+from ..config import ConfigError
+from ..data.base import ArrayDataset, CXRDataset
+from ..utils import derive_seed
+from .common import RealSets, StudyConfig, fingerprint, merge_profiles, subset
+
+GENERATORS = ("gan", "ddpm", "ldm", "fewshot")
+GENERATOR_TITLES = {"gan": "GAN", "ddpm": "pixel DDPM", "ldm": "latent diffusion", "fewshot": "few-shot fine-tuned DDPM"}
+
+# The latent-diffusion recipe per profile (chapters 7 and 8 merge these into their own presets).
+LDM_PROFILES: dict[str, dict] = {
+    "smoke": dict(ldm_vae_channels=(8, 16, 16), ldm_vae_steps=12, ldm_channels=(16, 32), ldm_steps=20, ldm_batch_size=16),
+    "cpu": dict(),
+    "paper": dict(ldm_vae_channels=(64, 128, 256, 256), ldm_vae_steps=50_000, ldm_vae_batch_size=16, ldm_vae_lr=1e-4,
+                  ldm_channels=(128, 256, 512), ldm_steps=100_000, ldm_batch_size=64, ldm_lr=1e-4, ldm_ema_decay=0.9999),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentRecipe(StudyConfig):
+    """The study config plus the latent diffusion model's recipe (shared by chapters 7 and 8)."""
+
+    ldm_vae_channels: tuple[int, ...] = (16, 32, 64)  # AutoencoderKL widths; 3 levels: 32 px -> 8x8 latents
+    ldm_latent_channels: int = 4  # latent channels
+    ldm_vae_steps: int = 300  # autoencoder steps
+    ldm_vae_batch_size: int = 32
+    ldm_vae_lr: float = 1e-3
+    ldm_kl_weight: float = 1e-2  # β of the autoencoder's KL term (larger: smoother latent space; see cxrlib.models.latent)
+    ldm_channels: tuple[int, ...] = (32, 64)  # latent UNet widths (attention at the lowest resolution)
+    ldm_steps: int = 800  # latent UNet steps
+    ldm_batch_size: int = 64
+    ldm_lr: float = 1e-3  # AdamW, constant after warm-up (as the pixel DDPM at cpu)
+    ldm_ema_decay: float = 0.995
+
+    def validate(self) -> None:
+        super().validate()
+        if self.image_size % 2 ** (len(self.ldm_vae_channels) - 1):
+            raise ConfigError(f"parameter 'ldm_vae_channels': {len(self.ldm_vae_channels)} levels need image_size divisible by "
+                              f"{2 ** (len(self.ldm_vae_channels) - 1)}, got image_size={self.image_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(LatentRecipe):
+    NAME: ClassVar[str] = "comparison"
+    generators: tuple[str, ...] = GENERATORS  # compared generators (gan | ddpm | ldm | fewshot)
+    amounts: tuple[int, ...] = (30, 90)  # synthetic images per label added to R (Schaudt: 100-1000 per class)
+    clf_archs: tuple[str, ...] = ("small_cnn", "resnet18")  # downstream classifiers
+    arch_epochs: tuple[int, ...] | None = (5, 2)  # epochs per architecture (None: clf_epochs for all)
+    arch_seeds: tuple[int, ...] | None = (2, 1)  # training seeds per architecture (None: n_seeds for all)
+    arch_amounts: tuple[int, ...] | None = (2, 1)  # how many of the largest amounts each architecture uses (None: all)
+    test_sets: tuple[str, ...] = ("internal",)  # internal and/or external sites (nih, padchest)
+    # GAN (cxrlib.models.gan)
+    gan_g_channels: tuple[int, ...] = (128, 64, 32, 16)  # generator widths at 4x4 ... image_size
+    gan_d_channels: tuple[int, ...] = (32, 64, 128)  # discriminator widths at image_size/2 ... 4x4
+    gan_steps: int = 600
+    gan_batch_size: int = 32
+    gan_lr_g: float = 2e-4
+    gan_lr_d: float = 4e-4
+    gan_ema_decay: float = 0.99
+    # few-shot fine-tuning (DreamBooth analogue)
+    fewshot_k: int = 5  # labeled images per label (plus k with no finding)
+    fewshot_steps: int = 150  # fine-tuning steps
+    fewshot_batch_size: int = 16
+    fewshot_lr: float = 2e-4  # lower than from scratch: adapt, don't forget the pretrained prior
+    # fidelity and figures
+    n_fidelity_real: int = 1000  # held-out real test images as the FD/KID/PRDC reference
+    n_grid: int = 6  # samples per row of the sample grid
+
+    PROFILES: ClassVar = merge_profiles({
+        # one classifier at smoke (the multi-architecture path is unit-tested; ResNet-18 alone would take most of the budget)
+        "smoke": dict(LDM_PROFILES["smoke"], amounts=(4, 8), clf_archs=("small_cnn",), arch_epochs=(1,), arch_seeds=(1,),
+                      arch_amounts=(2,), gan_g_channels=(32, 16, 16, 8), gan_d_channels=(8, 16, 32), gan_steps=20,
+                      gan_batch_size=16, fewshot_k=3, fewshot_steps=6, fewshot_batch_size=8, n_fidelity_real=100, n_grid=3),
+        "cpu": dict(LDM_PROFILES["cpu"], sampler_steps=10),
+        "paper": dict(LDM_PROFILES["paper"], amounts=(100, 250, 500, 1000),
+                      clf_archs=("efficientnet_b0", "resnet50", "convnext_tiny"), arch_epochs=None, arch_seeds=None,
+                      arch_amounts=None, n_seeds=5, gan_g_channels=(512, 512, 256, 256, 128, 64, 32),
+                      gan_d_channels=(32, 64, 128, 256, 512, 512), gan_steps=100_000, gan_batch_size=64, gan_lr_g=1e-4,
+                      gan_ema_decay=0.9999, fewshot_k=20, fewshot_steps=2000, fewshot_batch_size=8, fewshot_lr=5e-5,
+                      n_fidelity_real=5000),
+    })
+
+    def validate(self) -> None:
+        super().validate()
+        bad = [g for g in self.generators if g not in GENERATORS]
+        if bad or not self.generators:
+            raise ConfigError(f"parameter 'generators': {bad or 'empty'}; expected a non-empty subset of {list(GENERATORS)}")
+        if not self.amounts or any(a < 1 for a in self.amounts):
+            raise ConfigError(f"parameter 'amounts': expected positive numbers of images per label, got {self.amounts}")
+        from ..models.classifiers import CLASSIFIER_ARCHS
+
+        bad = [a for a in self.clf_archs if a not in CLASSIFIER_ARCHS]
+        if bad or not self.clf_archs:
+            raise ConfigError(f"parameter 'clf_archs': {bad or 'empty'}; expected names from {list(CLASSIFIER_ARCHS)}")
+        for name in ("arch_epochs", "arch_seeds", "arch_amounts"):
+            v = getattr(self, name)
+            if v is not None and (len(v) != len(self.clf_archs) or any(x < 1 for x in v)):
+                raise ConfigError(f"parameter {name!r}: expected one positive number per architecture {self.clf_archs}, got {v}")
+        if self.arch_amounts is not None and max(self.arch_amounts) > len(self.amounts):
+            raise ConfigError(f"parameter 'arch_amounts': at most len(amounts)={len(self.amounts)}, got {self.arch_amounts}")
+        bad = [t for t in self.test_sets if t != "internal" and t not in self.external_sites]
+        if bad:
+            raise ConfigError(f"parameter 'test_sets': {bad} are neither 'internal' nor among external_sites {self.external_sites}")
+        if self.fewshot_k < 1:
+            raise ConfigError(f"parameter 'fewshot_k': must be >= 1, got {self.fewshot_k}")
+        if "gan" in self.generators:
+            levels = np.log2(self.image_size / 4)
+            if levels != int(levels) or levels < 1 or len(self.gan_g_channels) != levels + 1 or len(self.gan_d_channels) != levels:
+                raise ConfigError(f"parameters 'image_size'/'gan_g_channels'/'gan_d_channels': the GAN needs a power-of-two "
+                                  f"image_size >= 8 with log2(image_size/4)+1 generator and log2(image_size/4) discriminator "
+                                  f"widths; got image_size={self.image_size}, {self.gan_g_channels}, {self.gan_d_channels}")
+
+    def arch_plan(self) -> pd.DataFrame:
+        """One row per classifier architecture: ``arch, epochs, seeds, amounts`` (the amounts it trains with)."""
+        amounts = sorted(self.amounts)
+        rows = []
+        for i, arch in enumerate(self.clf_archs):
+            k = self.arch_amounts[i] if self.arch_amounts is not None else len(amounts)
+            rows.append({"arch": arch, "epochs": self.arch_epochs[i] if self.arch_epochs is not None else self.clf_epochs,
+                         "seeds": self.arch_seeds[i] if self.arch_seeds is not None else self.n_seeds,
+                         "amounts": tuple(amounts[-k:])})
+        return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------------
+# Cached training of the GAN and the latent diffusion model
+# ------------------------------------------------------------------------------------------------
+def train_cached(kind: str, name: str, options: Mapping, train: CXRDataset, train_fn: Callable, *, version: int, device: str,
+                 progress: bool = True) -> Path:
+    """Train (or fetch) a generator with ``train_fn(train_data=, out_dir=, device=, progress=, **options)``;
+    return its finished model folder. As :func:`common.train_cached_generator`: the run trains in
+    ``<cache>/work/<key>`` (an interrupted run resumes there) and the finished model and its logs become
+    the cache entry ``generator/<key of kind + name + options + training data>``. ``version`` is the
+    model code's ``FORMAT_VERSION``: a change of the code that changes what is trained changes the key."""
+    from .. import cache as C
+    from ..utils import cache_root
+
+    recipe = {"name": name, "kind": kind, "version": int(version), "options": dict(options)}
+    inputs = [fingerprint(train)]
+    k = C.key("generator", recipe, inputs=inputs)
+    work = cache_root() / "work" / C.key("generator-run", recipe, inputs=inputs).digest
+
+    def produce(d: Path):
+        model_dir = train_fn(train_data=train, out_dir=work, device=device, progress=progress, **options)
+        shutil.copytree(model_dir, d / "model")
+        for log in sorted(work.glob("*log.csv")):
+            shutil.copy(log, d / log.name)
+
+    entry = C.get_or_create(k, produce, expected_bytes=5e7, description=f"{kind} {name}")
+    shutil.rmtree(work, ignore_errors=True)
+    return entry / "model"
+
+
+def gan_options(cfg: Config) -> dict:
+    """Keyword arguments of :func:`cxrlib.models.gan.train_gan` for the config."""
+    return dict(labels=tuple(cfg.labels), image_size=cfg.image_size, g_channels=tuple(cfg.gan_g_channels),
+                d_channels=tuple(cfg.gan_d_channels), total_steps=cfg.gan_steps, batch_size=cfg.gan_batch_size,
+                lr_g=cfg.gan_lr_g, lr_d=cfg.gan_lr_d, ema_decay=cfg.gan_ema_decay, seed=cfg.seed)
+
+
+def gan_generator(cfg: Config, sets: RealSets, progress: bool = True) -> Path:
+    """The label-conditional GAN trained on R (cached)."""
+    from ..models.gan import FORMAT_VERSION, train_gan
+
+    return train_cached("gan", "gan-conditional", gan_options(cfg), sets.train, train_gan, version=FORMAT_VERSION,
+                        device=cfg.device, progress=progress)
+
+
+def latent_options(cfg: LatentRecipe) -> dict:
+    """Keyword arguments of :func:`cxrlib.models.latent.train_latent_diffusion` for the config (the
+    denoiser's blocks per level, conditioning (AdaGN, label channels), schedule, prediction type and
+    condition dropout are the pixel DDPM's)."""
+    return dict(labels=tuple(cfg.labels), image_size=cfg.image_size, vae_channels=tuple(cfg.ldm_vae_channels),
+                latent_channels=cfg.ldm_latent_channels, vae_steps=cfg.ldm_vae_steps, vae_batch_size=cfg.ldm_vae_batch_size,
+                vae_lr=cfg.ldm_vae_lr, kl_weight=cfg.ldm_kl_weight, unet_channels=tuple(cfg.ldm_channels),
+                layers_per_block=cfg.gen_layers, time_scale_shift="scale_shift" if cfg.gen_adagn else "default",
+                label_channels=cfg.gen_label_channels, total_steps=cfg.ldm_steps,
+                batch_size=cfg.ldm_batch_size, lr=cfg.ldm_lr, warmup_steps=min(100, max(1, cfg.ldm_steps // 10)),
+                ema_decay=cfg.ldm_ema_decay, cond_drop_prob=cfg.gen_cond_drop, prediction_type=cfg.gen_prediction,
+                beta_schedule=cfg.gen_schedule, seed=cfg.seed)
+
+
+def latent_generator(cfg: LatentRecipe, sets: RealSets, progress: bool = True) -> Path:
+    """The label-conditional latent diffusion model trained on R (cached; shared by chapters 7 and 8)."""
+    from ..models.latent import FORMAT_VERSION, train_latent_diffusion
+
+    return train_cached("latent-diffusion", "ldm-conditional", latent_options(cfg), sets.train, train_latent_diffusion,
+                        version=FORMAT_VERSION, device=cfg.device, progress=progress)
+
+
+def few_shot_subset(train: CXRDataset, labels, k: int, seed: int) -> ArrayDataset:
+    """The few-shot training set: for each label, ``k`` images of ``train`` positive for it (drawn
+    without replacement, seeded; an image already drawn for an earlier label is not drawn again), plus
+    ``k`` images negative for every label. Fewer are taken where fewer exist."""
+    from ..utils import torch_generator
+    import torch
+
+    y, m = train.targets()
+    cols = [list(train.label_names).index(l) for l in labels]
+    y, m = y[:, cols], m[:, cols]
+    taken: list[int] = []
+    pools = [np.flatnonzero((y[:, j] == 1) & m[:, j]) for j in range(len(cols))]
+    pools.append(np.flatnonzero(((y == 0) & m).all(axis=1)))  # no study finding
+    for j, pool in enumerate(pools):
+        pool = np.array([i for i in pool if i not in set(taken)], dtype=np.int64)
+        order = torch.randperm(len(pool), generator=torch_generator(derive_seed(seed, "fewshot", j))).numpy()
+        taken += pool[order[:k]].tolist()
+    out = train.subset(np.array(sorted(taken), dtype=np.int64))
+    out.name = f"{train.name}[few-shot k={k}]"
+    return out
+
+
+def fewshot_generator(cfg: Config, sets: RealSets, progress: bool = True) -> Path:
+    """The shared unconditional pretrained DDPM fine-tuned conditionally on :func:`few_shot_subset` (cached)."""
+    from . import common
+
+    pre = common.pretrained_generator(cfg, sets, progress=progress)
+    few = few_shot_subset(sets.train, cfg.labels, cfg.fewshot_k, cfg.seed)
+    snaps = common.train_cached_generator(cfg, few, name=f"ddpm-fewshot-k{cfg.fewshot_k}", steps=cfg.fewshot_steps,
+                                          init_from=pre, progress=progress, lr=cfg.fewshot_lr,
+                                          batch_size=cfg.fewshot_batch_size,
+                                          warmup_steps=min(20, max(1, cfg.fewshot_steps // 10)))
+    return snaps[cfg.fewshot_steps] / "model"
+
+
+def study_oracle(cfg: StudyConfig, sets: RealSets, progress: bool = True):
+    """The study's shared oracle (:func:`common.oracle`) with the classifier recipe of the profile's
+    study presets, whatever this chapter's own classifier settings: the fidelity audits of every
+    chapter then use the same instrument (and the cache trains it once)."""
+    from . import common
+
+    preset = common.STUDY_PROFILES[cfg.profile]
+    recipe = {f: preset.get(f, StudyConfig.__dataclass_fields__[f].default) for f in common.CLF_FIELDS}
+    return common.oracle(cfg.replace(**recipe), sets, progress=progress)
+
+
+def train_generators(cfg: Config, sets: RealSets, progress: bool = True) -> dict[str, Path]:
+    """``{generator: finished model folder}`` for ``cfg.generators`` (each trained or fetched from the cache)."""
+    from . import common
+
+    build = {"gan": gan_generator, "ldm": latent_generator, "fewshot": fewshot_generator,
+             "ddpm": lambda c, s, progress: common.main_generator(c, s, progress=progress)[c.gen_steps]}
+    return {g: Path(build[g](cfg, sets, progress=progress)) for g in cfg.generators}
+
+
+def training_curves(generators: Mapping[str, Path]) -> pd.DataFrame:
+    """The training logs of the generators (``generator, step, series, value``) from their cache entries."""
+    parts = []
+    for g, model_dir in generators.items():
+        for log in sorted(Path(model_dir).parent.glob("*log.csv")):
+            df = pd.read_csv(log)
+            value_cols = [c for c in df.columns if c not in ("step", "lr", "images_per_s")]
+            long = df.melt(id_vars="step", value_vars=value_cols, var_name="series", value_name="value")
+            prefix = "autoencoder " if log.name.startswith("autoencoder") else ""
+            parts.append(long.assign(generator=g, series=prefix + long["series"]))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["generator", "step", "series", "value"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Synthetic sets
+# ------------------------------------------------------------------------------------------------
+def generated_set(cfg: StudyConfig, generator_dir: str | Path, conditions: pd.DataFrame, *, name: str, seed: int | None = None,
+                  sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
+                  source: CXRDataset | None = None, strength: float = 1.0, progress: bool = True) -> ArrayDataset:
+    """As :func:`common.synthetic_set` for any generator kind (DDPM sets are delegated to it), and for
+    the latent model's image-to-image sets (``source``, ``strength``): cached, per-image seeds."""
+    from .. import cache as C
+    from ..io import sha256_bytes
+    from ..models.generated_sets import generator_kind, load_any_generator, write_set
+    from ..sampling import load_synthetic_set
+    from . import common
+
+    kind = generator_kind(generator_dir)
+    if kind == "ddpm" and source is None:
+        return common.synthetic_set(cfg, generator_dir, conditions, name=name, seed=seed, sampler=sampler, steps=steps,
+                                    guidance=guidance, progress=progress)
+    sampler = sampler or cfg.sampler
+    steps = int(steps if steps is not None else cfg.sampler_steps)
+    guidance = float(cfg.guidance if guidance is None else guidance)
+    if kind == "gan":
+        sampler, steps, guidance = "gan", 1, 0.0  # one forward pass: the diffusion sampler settings do not apply
+    seed = derive_seed(cfg.seed, "synthetic", name) % (2**31) if seed is None else seed
+    gid = load_any_generator(generator_dir).generator_id
+    cond_hash = sha256_bytes(conditions.to_csv(index=False).encode())[:16]
+    spec = {"kind": kind, "sampler": sampler, "steps": steps, "guidance": guidance, "seed": seed, "n": len(conditions)}
+    if kind == "latent-diffusion":
+        from ..models.latent import LATENT_CLIP
+
+        spec["clip"] = LATENT_CLIP
+    inputs = [f"generator:{gid}", f"conditions:{cond_hash}"]
+    if source is not None:
+        if kind != "latent-diffusion":
+            raise ValueError(f"image-to-image needs the latent diffusion model; {generator_dir} is a {kind!r} generator")
+        spec["strength"] = float(strength)
+        inputs.append(f"source:{fingerprint(source)}")
+    k = C.key("synthetic", spec, inputs=inputs)
+
+    def produce(d: Path):
+        if source is not None:
+            from ..models.latent import write_latent_set
+
+            write_latent_set(generator_dir, conditions, d / "set", seed=seed, sampler=sampler, steps=steps, guidance=guidance,
+                             source=source, strength=strength, device=cfg.device, progress=progress)
+        else:
+            write_set(generator_dir, conditions, d / "set", seed=seed, sampler=sampler, steps=steps, guidance=guidance,
+                      device=cfg.device, progress=progress)
+
+    entry = C.get_or_create(k, produce, expected_bytes=len(conditions) * (cfg.image_size**2 + 400) + 1e5,
+                            description=f"synthetic {name}: {len(conditions)} images")
+    ds = load_synthetic_set(entry / "set", verify=False)  # the cache verified every file already
+    ds.name = f"synthetic:{name}"
+    return ds
+
+
+def synthetic_sets(cfg: Config, generators: Mapping[str, Path], sets: RealSets, progress: bool = True) -> dict[str, ArrayDataset]:
+    """One balanced set of ``max(amounts) · L`` images per generator, all with the same conditions
+    (:func:`cxrlib.sampling.balanced_conditions` over R): ``{generator: dataset}``. The first ``a · L``
+    images hold exactly ``a`` images per label."""
+    from ..sampling import balanced_conditions
+
+    n = max(cfg.amounts) * len(cfg.labels)
+    cond = balanced_conditions(sets.train, n, label_names=cfg.labels, seed=derive_seed(cfg.seed, "comparison-conditions") % 2**31)
+    return {g: generated_set(cfg, d, cond, name=f"comparison-{g}", progress=progress) for g, d in generators.items()}
+
+
+def sample_grid(cfg: Config, generators: Mapping[str, Path], n_per: int = 4, progress: bool = False):
+    """Images ``[L + 1, G · n_per]`` (uint8; rows: each label alone, then no finding; a block of
+    ``n_per`` columns per generator), row names and column names, sampled with the same per-image
+    seeds for every generator."""
+    import torch
+
+    from ..sampling import explicit_conditions
+
+    L = len(cfg.labels)
+    y = np.concatenate([np.repeat(np.eye(L), n_per, axis=0), np.zeros((n_per, L))])
+    cond = explicit_conditions(y, label_names=cfg.labels)
+    blocks, cols = [], []
+    for g, d in generators.items():
+        ds = generated_set(cfg, d, cond, name=f"comparison-grid-{g}", seed=derive_seed(cfg.seed, "grid") % 2**31, progress=progress)
+        x = ds.to_tensors()[0][:, 0]
+        blocks.append(x.reshape(L + 1, n_per, *x.shape[1:]))
+        cols += [GENERATOR_TITLES.get(g, g) if k == 0 else "" for k in range(n_per)]
+    return torch.cat(blocks, dim=1).numpy(), [*cfg.labels, "no finding"], cols
+
+
+# ------------------------------------------------------------------------------------------------
+# Quality
+# ------------------------------------------------------------------------------------------------
+def quality(cfg: Config, syn: Mapping[str, CXRDataset], sets: RealSets, progress: bool = True) -> pd.DataFrame:
+    """The fidelity report of each generator's full set against ``n_fidelity_real`` held-out test
+    images, in the study feature space (the shared oracle's penultimate layer), with the oracle's label
+    consistency (per label) and the overall distribution metrics (the per-label PRDC/KID/MS-SSIM rows are
+    skipped: a few hundred images per label are too few for them): :func:`cxrlib.fidelity.fidelity_report`
+    rows plus a ``generator`` column."""
+    import warnings
+
+    from ..classify import predict
+    from ..fidelity import SmallSampleWarning, extract_features, fidelity_report, study_extractor
+    from . import common
+
+    oracle = study_oracle(cfg, sets, progress=progress)
+    extractor = study_extractor(oracle)
+    real = subset(sets.test, min(cfg.n_fidelity_real, len(sets.test)))
+    x_real, y_real, _ = real.to_tensors()
+    cols = [list(real.label_names).index(l) for l in cfg.labels]
+    y_real = y_real[:, cols].numpy()
+    x_train = sets.train.to_tensors()[0]
+    f_real = extract_features(extractor, x_real, device=cfg.device)
+    f_train = extract_features(extractor, x_train, device=cfg.device)
+    parts = []
+    for g, ds in syn.items():
+        x_syn, y_syn, m_syn = ds.to_tensors()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SmallSampleWarning)  # the n of every row is in the table
+            rep = fidelity_report(x_real, y_real, x_syn, y_syn.numpy(), extractor, label_names=cfg.labels, train_images=x_train,
+                                  oracle_scores=predict(oracle, x_syn, device=cfg.device), syn_label_mask=m_syn.numpy(),
+                                  real_features=f_real, train_features=f_train, per_label=False,
+                                  n_boot=min(cfg.n_boot, 200), ms_ssim_pairs=300, device=cfg.device, seed=cfg.seed)
+        parts.append(rep.assign(generator=g))
+    return pd.concat(parts, ignore_index=True)
+
+
+def quality_table(q: pd.DataFrame) -> pd.DataFrame:
+    """One row per generator: the overall quality metrics (FD with CI, KID, precision, recall, density,
+    coverage, label AUROC, memorized fraction in feature space) and the quality rank by FD (1 = best)."""
+    a = q[q.label == "all"]
+    wide = a.pivot_table(index="generator", columns="metric", values="value", aggfunc="first", sort=False)
+    keep = [m for m in ("fd", "kid", "precision", "recall", "density", "coverage", "label_auroc", "memorized_fraction_feature")
+            if m in wide.columns]
+    out = wide[keep].copy()
+    fd = a[a.metric == "fd"].set_index("generator")
+    out.insert(1, "fd_ci_low", fd["ci_low"])
+    out.insert(2, "fd_ci_high", fd["ci_high"])
+    out["quality_rank"] = out["fd"].rank(method="min").astype(int)
+    return out.reset_index()
+
+
+# ------------------------------------------------------------------------------------------------
+# Utility
+# ------------------------------------------------------------------------------------------------
+def arm_name(generator: str, amount: int) -> str:
+    return f"{generator} +{amount}/label"
+
+
+def downstream(cfg: Config, syn: Mapping[str, CXRDataset], sets: RealSets, progress: bool = True) -> pd.DataFrame:
+    """Train every architecture of :meth:`Config.arch_plan` on R (arm ``real``) and on R + the first
+    ``a · L`` images of each generator's set (arm ``<generator> +<a>/label``), for its seeds; evaluate on
+    ``test_sets``. The standard results table (:func:`common.run_arms`) with ``arch``, ``generator``
+    (``real`` for the reference) and ``amount`` (0 for the reference) columns."""
+    from . import common
+
+    L = len(cfg.labels)
+    tests = {"internal": sets.test, **{s: sets.external[s] for s in cfg.test_sets if s != "internal"}}
+    parts = []
+    for plan in cfg.arch_plan().itertuples():
+        arms: dict[str, list] = {"real": [sets.train]}
+        meta = {"real": ("real", 0)}
+        for g, ds in syn.items():
+            for a in plan.amounts:
+                arms[arm_name(g, a)] = [sets.train, subset(ds, a * L, name=f"{ds.name}[:{a}/label]")]
+                meta[arm_name(g, a)] = (g, a)
+        acfg = cfg.replace(clf_arch=plan.arch, clf_epochs=int(plan.epochs), n_seeds=int(plan.seeds))
+        res = common.run_arms(acfg, arms, sets, reference="real", test_sets=tests, progress=progress)
+        res["arch"] = plan.arch
+        res["generator"] = res["arm"].map(lambda a: meta[a][0])
+        res["amount"] = res["arm"].map(lambda a: meta[a][1])
+        parts.append(res)
+    return pd.concat(parts, ignore_index=True)
+
+
+def gains(results: pd.DataFrame, metric: str = "auroc", label: str = "macro", test_set: str = "internal") -> pd.DataFrame:
+    """The downstream gain of each (arch, generator, amount) over the real-only arm:
+    ``arch, generator, amount, n_seeds, real, arm, gain, gain_sd, gain_ci_low, gain_ci_high, p_value, test,
+    seeds_significant, p_adj``.
+
+    ``gain`` is the mean over seeds of (arm − real) on the same test images. For AUROC the per-seed
+    difference is the ``auroc_diff`` row (its p-value: DeLong for one label, the paired bootstrap for
+    ``macro``); with ≥ 2 seeds the interval is the t-interval over seeds and the p-value a one-sample
+    t-test of the per-seed differences (the paired-seed test). Other metrics: per-seed differences of
+    the estimates, and the p-value of the arm's row (McNemar or bootstrap; one seed) or the paired-seed
+    t-test (several). ``seeds_significant`` counts the seeds whose own test (DeLong / bootstrap /
+    McNemar) shows a positive difference at p < 0.05; ``p_adj`` is ``p_value`` Holm-adjusted over the rows."""
+    from ..stats import paired_seed_test, seed_summary
+
+    r = results[(results.label == label) & (results.test_set == test_set) & (results.seed.astype(str) != "pooled")]
+    rows = []
+    for (arch, arm), g in r.groupby(["arch", "arm"], sort=False):
+        if arm == "real":
+            continue
+        ref = r[(r.arch == arch) & (r.arm == "real") & (r.metric == metric)].set_index("seed")["estimate"]
+        est = g[g.metric == metric].set_index("seed")
+        if metric == "auroc":
+            diffs = g[g.metric == "auroc_diff"].set_index("seed")
+            d = diffs["estimate"].reindex(est.index).to_numpy(float)
+            p_single, test_single = diffs["p_value"], diffs["test"]
+        else:
+            d = (est["estimate"] - ref.reindex(est.index)).to_numpy(float)
+            p_single, test_single = est["p_value"], est["test"]
+        s = seed_summary(d)
+        per_seed_p = p_single.reindex(est.index).to_numpy(float)
+        n_sig = int(((d > 0) & (per_seed_p < 0.05)).sum())
+        if len(d) >= 2:
+            p, test = paired_seed_test(d, np.zeros_like(d))["p_value"], "paired-seed t"
+            lo, hi = s["ci_low"], s["ci_high"]
+        else:
+            p, test = float(p_single.iloc[0]), str(test_single.iloc[0])
+            lo = hi = np.nan
+            if metric == "auroc":
+                lo, hi = g[g.metric == "auroc_diff"][["ci_low", "ci_high"]].iloc[0]
+        rows.append({"arch": arch, "generator": g["generator"].iloc[0], "amount": int(g["amount"].iloc[0]), "n_seeds": len(d),
+                     "real": float(ref.mean()), "arm": float(est["estimate"].mean()), "gain": s["mean"],
+                     "gain_sd": s["sd"], "gain_ci_low": lo, "gain_ci_high": hi, "p_value": p, "test": test,
+                     "seeds_significant": n_sig})
+    out = pd.DataFrame(rows)
+    if len(out):
+        from ..stats import adjust_pvalues
+
+        ok = out["p_value"].notna()
+        out["p_adj"] = np.nan
+        out.loc[ok, "p_adj"] = adjust_pvalues(out.loc[ok, "p_value"].to_numpy(), "holm")
+    return out
+
+
+def reproduction(qtab: pd.DataFrame, gain_table: pd.DataFrame, alpha: float = 0.05) -> dict:
+    """Schaudt's three findings, judged on the computed numbers.
+
+    * ``best_quality``: the generator with the lowest FD; ``best_gain``: the one with the largest mean
+      gain over all architectures and amounts; finding 1 holds if they differ.
+    * ``spearman_quality_gain``: Spearman ρ between quality (−FD) and mean gain over the generators
+      (Schaudt: negative); with 4 generators it is a direction, not a test.
+    * ``improving``: generators with at least one (arch, amount) whose gain is positive with Holm-adjusted
+      p < ``alpha``; finding 3 ("only the few-shot model improves accuracy") holds if that is exactly ``fewshot``.
+    """
+    from scipy.stats import spearmanr
+
+    mean_gain = gain_table.groupby("generator")["gain"].mean()
+    q = qtab.set_index("generator")
+    gens = [g for g in q.index if g in mean_gain.index]
+    best_quality = q.loc[gens, "fd"].idxmin()
+    best_gain = mean_gain.loc[gens].idxmax()
+    rho = spearmanr(-q.loc[gens, "fd"], mean_gain.loc[gens]).statistic if len(gens) >= 3 else np.nan
+    sig = gain_table[(gain_table.gain > 0) & (gain_table.p_adj < alpha)]
+    improving = sorted(sig["generator"].unique())
+    return {"best_quality": best_quality, "best_gain": best_gain, "finding1": best_quality != best_gain,
+            "spearman_quality_gain": float(rho), "finding2": bool(rho < 0) if np.isfinite(rho) else None,
+            "mean_gain": mean_gain.loc[gens].to_dict(), "improving": improving, "finding3": improving == ["fewshot"],
+            "fewshot_in_comparison": "fewshot" in gens}
+
+
+def label_changes(results: pd.DataFrame, metrics=("sensitivity", "f1"), test_set: str = "internal") -> pd.DataFrame:
+    """Per-label change of class-specific metrics (Schaudt: rebalancing lifts recall/F1 of rare classes):
+    mean over seeds of (arm − real), one row per arch, generator, amount, label, metric."""
+    r = results[(results.test_set == test_set) & (results.seed.astype(str) != "pooled") & results.metric.isin(metrics)
+                & ~results.label.isin(["macro", "micro"])]
+    ref = r[r.arm == "real"].set_index(["arch", "seed", "label", "metric"])["estimate"]
+    x = r[r.arm != "real"].copy()
+    x["change"] = x["estimate"].to_numpy() - ref.reindex(pd.MultiIndex.from_frame(x[["arch", "seed", "label", "metric"]])).to_numpy()
+    return x.groupby(["arch", "generator", "amount", "label", "metric"], sort=False)["change"].mean().reset_index()
+
+
+# ------------------------------------------------------------------------------------------------
+# Figures
+# ------------------------------------------------------------------------------------------------
+def plot_training_curves(curves: pd.DataFrame):
+    import matplotlib.pyplot as plt
+
+    series = curves.groupby(["generator", "series"], sort=False).size().index.tolist()
+    fig, axes = plt.subplots(1, len(series), figsize=(3.2 * len(series), 3), squeeze=False)
+    for ax, (g, s) in zip(axes[0], series):
+        d = curves[(curves.generator == g) & (curves.series == s)]
+        ax.plot(d["step"], d["value"], lw=1)
+        ax.set_title(f"{g}: {s}", fontsize=9)
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    return fig
+
+
+def plot_quality_vs_gain(qtab: pd.DataFrame, gain_table: pd.DataFrame):
+    """FD (quality; lower = better) against downstream gain per generator, one panel per architecture."""
+    import matplotlib.pyplot as plt
+
+    archs = list(dict.fromkeys(gain_table["arch"]))
+    fig, axes = plt.subplots(1, len(archs), figsize=(5 * len(archs), 4), squeeze=False)
+    fd = qtab.set_index("generator")["fd"]
+    colors = dict(zip(GENERATORS, plt.cm.tab10.colors))
+    for ax, arch in zip(axes[0], archs):
+        d = gain_table[gain_table.arch == arch]
+        for g, gg in d.groupby("generator", sort=False):
+            for r in gg.itertuples():
+                yerr = None if np.isnan(r.gain_ci_low) else [[r.gain - r.gain_ci_low], [r.gain_ci_high - r.gain]]
+                ax.errorbar(fd[g], r.gain, yerr=yerr, fmt="o", ms=4 + 6 * r.amount / d["amount"].max(), color=colors[g],
+                            capsize=3, alpha=0.85, label=f"{g} +{r.amount}/label")
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.set_xlabel("FD to real test images (study features; lower = higher quality)")
+        ax.set_ylabel("macro-AUROC gain over real only")
+        ax.set_title(arch)
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_gain_by_amount(gain_table: pd.DataFrame):
+    import matplotlib.pyplot as plt
+
+    archs = list(dict.fromkeys(gain_table["arch"]))
+    fig, axes = plt.subplots(1, len(archs), figsize=(5 * len(archs), 3.8), squeeze=False)
+    for ax, arch in zip(axes[0], archs):
+        d = gain_table[gain_table.arch == arch]
+        for g, gg in d.groupby("generator", sort=False):
+            gg = gg.sort_values("amount")
+            yerr = None if gg["gain_ci_low"].isna().all() else [gg["gain"] - gg["gain_ci_low"], gg["gain_ci_high"] - gg["gain"]]
+            ax.errorbar(gg["amount"], gg["gain"], yerr=yerr, marker="o", capsize=3, label=GENERATOR_TITLES.get(g, g))
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.set_xlabel("synthetic images per label added to R")
+        ax.set_ylabel("macro-AUROC gain over real only")
+        ax.set_title(arch)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
