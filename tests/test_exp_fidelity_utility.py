@@ -38,14 +38,14 @@ def test_pretraining_config_shares_the_generator_recipe():
 
 
 def test_variants_cover_each_family_without_duplicates(monkeypatch):
-    cfg = F.Config.from_params(profile="smoke", guidance=1.0, guidance_scales=(0.0, 1.0), samplers=("ddim-2", "dpm++-4"),
-                               pretraining_variants="never")  # guidance 1.0 and dpm++-4 (smoke) are the defaults
+    cfg = F.Config.from_params(profile="smoke", guidance=1.0, guidance_scales=(0.0, 1.0), samplers=("dpm++-2", "ddim-4"),
+                               pretraining_variants="never")  # guidance 1.0 and ddim-4 (smoke) are the defaults
     monkeypatch.setattr(common, "main_generator", lambda cfg, sets, progress=True: {15: "g15", 30: "g30"})
     var = F.variants(cfg, sets=None)
     assert list(var.family) == ["checkpoint", "default", "guidance", "sampler"]
-    assert list(var.index) == ["EMA @ step 15", "final (dpm++-4, w=1)", "w=0", "ddim-2"]
-    assert var.loc["EMA @ step 15", "path"] == "g15" and var.loc["ddim-2", "steps"] == 2
-    assert var.loc["w=0", "guidance"] == 0.0 and var.loc["w=0", "sampler"] == "dpm++"
+    assert list(var.index) == ["EMA @ step 15", "final (ddim-4, w=1)", "w=0", "dpm++-2"]
+    assert var.loc["EMA @ step 15", "path"] == "g15" and var.loc["dpm++-2", "steps"] == 2
+    assert var.loc["w=0", "guidance"] == 0.0 and var.loc["w=0", "sampler"] == "ddim"
 
 
 def test_rank_correlations_match_scipy_and_orient_by_direction():
