@@ -32,3 +32,30 @@ def test_generator_options_follow_the_config():
     assert o["channels"] == (24, 48) and o["lr"] == 5e-4 and o["labels"] == c.SMOKE_LABELS
     assert all(ch % o["norm_groups"] == 0 for ch in o["channels"]) and o["attention"] == (False, True)
     assert o["lr_schedule"] == "constant"  # snapshots are extensions of one run
+
+
+def test_work_folder_past_a_missing_snapshot_restarts(tmp_path, monkeypatch):
+    """A run interrupted at step 6 under one checkpoint schedule cannot give the snapshot at step 3 that
+    another schedule asks for: the work folder is discarded (with a warning), not an error."""
+    import warnings
+
+    from cxrlib import cache as C
+
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = c.StudyConfig.from_params(profile="smoke", n_pool=40, n_val=20, n_test=20, external_sites=(),
+                                    gen_channels=(8, 16), gen_batch_size=4)
+    train = c.real_sets(cfg, progress=False).train
+    real_get_or_create = C.get_or_create
+
+    def interrupted(key, produce, **kw):
+        if kw.get("description", "").endswith("@ 8 steps"):
+            raise KeyboardInterrupt
+        return real_get_or_create(key, produce, **kw)
+
+    monkeypatch.setattr(C, "get_or_create", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        c.train_cached_generator(cfg, train, name="t", steps=8, checkpoints=(6,), progress=False)
+    monkeypatch.setattr(C, "get_or_create", real_get_or_create)
+    with pytest.warns(UserWarning, match="past the snapshot at step 3"):
+        snaps = c.train_cached_generator(cfg, train, name="t", steps=8, checkpoints=(3,), progress=False)
+    assert sorted(snaps) == [3, 8] and all((p / "model").is_dir() for p in snaps.values())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Mapping, Sequence
@@ -249,6 +250,7 @@ def train_cached_generator(cfg: StudyConfig, train: CXRDataset, *, name: str, st
     if all(cache.exists(k) for k in keys.values()):
         return {s: C.get(k) for s, k in keys.items()}
     work = cache_root() / "work" / C.key("generator-run", recipe, inputs=inputs).digest
+    _discard_overshot_work(work, min(s for s, k in keys.items() if not cache.exists(k)))
     out: dict[int, Path] = {}
     for s in snaps:
         def produce(d, s=s):
@@ -262,6 +264,25 @@ def train_cached_generator(cfg: StudyConfig, train: CXRDataset, *, name: str, st
         out[s] = C.get_or_create(keys[s], produce, expected_bytes=5e7, description=f"generator {name} @ {s} steps")
     shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def _discard_overshot_work(work: Path, next_snapshot: int) -> None:
+    """An interrupted run of the same recipe left ``work`` past the first snapshot still missing (e.g. it
+    ran with other checkpoints): that snapshot cannot be taken from it, so the run restarts from step 0."""
+    from ..io import safe_torch_load
+
+    state = work / "resume" / "state.pt"
+    if not state.exists():
+        return
+    try:
+        step = int(safe_torch_load(state)["step"])
+    except Exception as e:  # unreadable resume state: start over rather than fail later
+        step, why = None, f"its resume state is unreadable ({e})"
+    else:
+        why = f"it is at step {step}, past the snapshot at step {next_snapshot} that is still missing"
+    if step is None or step > next_snapshot:
+        warnings.warn(f"generator work folder {work}: {why}; restarting this generator's training from step 0", stacklevel=3)
+        shutil.rmtree(work)
 
 
 def main_generator(cfg: StudyConfig, sets: RealSets, progress: bool = True) -> dict[int, Path]:
