@@ -39,8 +39,13 @@ Statistical choices (and their limits)
   (2014) with midranks for ties. **Sensitivity / specificity / accuracy**: McNemar's test on the
   positives / negatives / all images (exact binomial when fewer than 25 discordant pairs). **Other
   metrics** (AUPRC, PPV, NPV, BA, F1, MCC, κ, Youden, Brier, ECE, and every ``"macro"`` value): the
-  two-sided paired bootstrap p-value ``min(1, 2 (1 + min(#{Δ* ≤ 0}, #{Δ* ≥ 0})) / (B + 1))`` of the
-  ``B`` resampled differences Δ* (the inversion of the percentile CI; never below ``2 / (B + 1)``).
+  two-sided paired-bootstrap Wald test ``p = 2 Φ(−|Δ| / sd(Δ*))`` of the observed difference Δ
+  with the standard deviation of the ``B`` resampled differences Δ* as its standard error
+  (Efron & Tibshirani 1993, §16). The percentile p-value
+  ``min(1, 2 (1 + min(#{Δ* ≤ 0}, #{Δ* ≥ 0})) / (B + 1))`` (:func:`bootstrap_pvalue`) cannot go below
+  ``2 / (B + 1)`` (0.0066 at B = 300), which no multiplicity correction over many labels survives.
+* **Multiplicity**: one family per metric for the per-label rows and a separate one for the
+  ``"macro"`` rows (the primary endpoint is not diluted by the labels).
 * **CIs**: a patient-level (cluster) bootstrap: patients, not images, are resampled, so follow-up
   studies of one patient stay together; per label it is stratified by whether the patient has a
   positive image, so every resample keeps the label's positives (as pROC's stratified bootstrap).
@@ -275,6 +280,21 @@ def bootstrap_pvalue(diffs) -> float:
     return float(min(1.0, 2 * (1 + tail) / (1 + len(d))))
 
 
+def bootstrap_wald_pvalue(estimate: float, diffs) -> float:
+    """Two-sided p-value of ``H0: Δ = 0`` for an observed difference ``estimate`` whose standard error is
+    the standard deviation of the resampled differences ``diffs``: ``2 Φ(−|Δ| / sd(Δ*))``."""
+    from scipy.stats import norm
+
+    d = np.asarray(diffs, dtype=float)
+    d = d[~np.isnan(d)]
+    if len(d) < 2 or np.isnan(estimate):
+        return float("nan")
+    se = float(np.std(d, ddof=1))
+    if se == 0.0:
+        return 1.0 if estimate == 0 else 0.0
+    return float(2 * norm.sf(abs(estimate) / se))
+
+
 # --- McNemar and multiplicity ---------------------------------------------------------------------
 def mcnemar_test(y_true, pred_a, pred_b, exact: bool | None = None) -> dict:
     """McNemar's test that classifiers a and b are correct equally often on the same images
@@ -343,7 +363,8 @@ def check_results_table(df: pd.DataFrame) -> pd.DataFrame:
 def _adjust_by_metric(df: pd.DataFrame, method: str) -> pd.DataFrame:
     df = df.copy()
     df["p_adj"] = np.nan
-    for _, idx in df.groupby("metric").groups.items():
+    family = df["label"].eq("macro") if "label" in df else pd.Series(False, index=df.index)
+    for _, idx in df.groupby([df["metric"], family]).groups.items():
         df.loc[idx, "p_adj"] = adjust_pvalues(df.loc[idx, "p_value"].to_numpy(dtype=float), method)
     return df
 
@@ -485,7 +506,9 @@ def compare_arms(
                         pr = S[reference_arm][m, j] >= thr[reference_arm][j]
                         p, test = mcnemar_test(yy[sel], pa[sel], pr[sel])["p_value"], "mcnemar"
                     else:
-                        p, test = bootstrap_pvalue(dist - np.asarray(boots[reference_arm][k], float)), "bootstrap"
+                        p = bootstrap_wald_pvalue(full[(a, j)][k] - full[(reference_arm, j)][k],
+                                                  dist - np.asarray(boots[reference_arm][k], float))
+                        test = "bootstrap"
                 add(a, names[j], k, full[(a, j)][k], dist, p=p, test=test, n=full[(a, j)]["n"],
                     n_pos=full[(a, j)]["n_pos"], t=thr[a][j],
                     jack=None if jack is None else np.asarray(jack[a][k], float))
@@ -514,12 +537,14 @@ def compare_arms(
             dist = np.asarray(macro_boot[a][k], float)
             p, test = np.nan, ""
             if a != reference_arm and not np.isnan(macro_full[a][k]):
-                p, test = bootstrap_pvalue(dist - np.asarray(macro_boot[reference_arm][k], float)), "bootstrap"
+                p = bootstrap_wald_pvalue(macro_full[a][k] - macro_full[reference_arm][k],
+                                          dist - np.asarray(macro_boot[reference_arm][k], float))
+                test = "bootstrap"
             add(a, "macro", k, macro_full[a][k], dist, p=p, test=test, n=len(y))
         if a != reference_arm and "auroc" in metrics:
             d = np.asarray(macro_boot[a]["auroc"], float) - np.asarray(macro_boot[reference_arm]["auroc"], float)
             est = macro_full[a]["auroc"] - macro_full[reference_arm]["auroc"]
-            add(a, "macro", "auroc_diff", est, d, p=bootstrap_pvalue(d), test="bootstrap", n=len(y))
+            add(a, "macro", "auroc_diff", est, d, p=bootstrap_wald_pvalue(est, d), test="bootstrap", n=len(y))
 
     # 5. multiplicity: one family per metric over non-reference arms and labels
     df = pd.DataFrame(rows)

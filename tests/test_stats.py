@@ -226,8 +226,10 @@ def test_compare_arms_table():
     # thresholds are the validation ones; Holm within each metric across the non-reference rows
     thr = M.choose_thresholds(yv, sv["real+synthetic"], "youden")
     np.testing.assert_allclose(new.loc[[("a", "mcc"), ("b", "mcc"), ("c", "mcc")], "threshold"], thr)
-    fam = df[(df.metric == "auroc") & (df.arm != "real")]
+    fam = df[(df.metric == "auroc") & (df.arm != "real") & (df.label != "macro")]
     np.testing.assert_allclose(fam["p_adj"], S.adjust_pvalues(fam["p_value"], "holm"))
+    macro = df[(df.metric == "auroc") & (df.arm != "real") & (df.label == "macro")]
+    np.testing.assert_allclose(macro["p_adj"], S.adjust_pvalues(macro["p_value"], "holm"))
     ok = df.dropna(subset=["estimate", "ci_low"])
     assert (ok.ci_low <= ok.estimate + 1e-12).all() and (ok.estimate <= ok.ci_high + 1e-12).all()
     # paired resamples: re-running gives the same table
@@ -295,3 +297,22 @@ def test_check_results_table():
         S.check_results_table(df.drop(columns=["p_adj"]))
     with pytest.raises(ValueError, match="repeats"):
         S.check_results_table(pd.concat([df, df.iloc[:1]]))
+
+
+def test_bootstrap_wald_pvalue_is_not_floored_and_matches_the_normal_test():
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(0)
+    d = rng.normal(0.0, 0.01, 300)  # resampled differences with SE 0.01
+    se = np.std(d, ddof=1)
+    assert S.bootstrap_wald_pvalue(0.05, d) == pytest.approx(2 * norm.sf(0.05 / se))
+    assert S.bootstrap_wald_pvalue(0.05, d) < 1e-5 < 2 / 301  # far below the percentile floor
+    assert S.bootstrap_wald_pvalue(0.0, d) == pytest.approx(1.0)
+    assert np.isnan(S.bootstrap_wald_pvalue(np.nan, d)) and np.isnan(S.bootstrap_wald_pvalue(0.1, [np.nan]))
+
+
+def test_macro_rows_are_their_own_multiplicity_family():
+    df = pd.DataFrame({"metric": ["auroc"] * 4, "label": ["A", "B", "C", "macro"], "p_value": [0.01, 0.02, 0.03, 0.01]})
+    out = S._adjust_by_metric(df, "holm")
+    assert out.loc[3, "p_adj"] == pytest.approx(0.01)  # alone in its family
+    assert out.loc[0, "p_adj"] == pytest.approx(0.03)  # Holm over the three labels
