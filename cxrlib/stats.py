@@ -590,10 +590,19 @@ def paired_seed_test(a, b, test: str = "t") -> dict:
     return {"statistic": float(r.statistic), "p_value": float(r.pvalue), "n": len(a)}
 
 
+SIGNED_METRICS = frozenset({"mcc", "kappa", "youden"})
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    """The values a metric can take: [−1, 1] for MCC, κ, Youden's J and differences (``*_diff``),
+    [0, 1] for the others. Seed t-intervals are clipped to it (with 2-3 seeds they can overshoot)."""
+    return (-1.0, 1.0) if metric in SIGNED_METRICS or metric.endswith("_diff") else (0.0, 1.0)
+
+
 def summarize_seeds(results: pd.DataFrame, *, reference_arm: str | None = None, test: str = "t",
                     alpha: float = 0.05, p_adjust: str = "holm") -> pd.DataFrame:
     """``seed="pooled"`` rows from per-seed rows of the results table: the mean over seeds with its
-    t-interval, and a paired test (``t`` or ``wilcoxon``, paired by seed) against ``reference_arm``
+    t-interval (clipped to :func:`metric_range`), and a paired test (``t`` or ``wilcoxon``, paired by seed) against ``reference_arm``
     (default: the table's), Holm-adjusted per metric across arms and labels."""
     df = results[results["seed"].astype(str) != "pooled"]
     if df.empty:
@@ -614,8 +623,9 @@ def summarize_seeds(results: pd.DataFrame, *, reference_arm: str | None = None, 
         elif metric == "auroc_diff":  # one-sample test of the per-seed differences against 0
             v = g["estimate"].to_numpy(float)
             p = paired_seed_test(v, np.zeros_like(v), test)["p_value"]
+        lo, hi = metric_range(metric)
         rows.append({"arm": arm, "label": label, "metric": metric, "seed": "pooled", "estimate": s["mean"],
-                     "ci_low": s["ci_low"], "ci_high": s["ci_high"], "p_value": p, "reference_arm": reference_arm,
+                     "ci_low": np.clip(s["ci_low"], lo, hi), "ci_high": np.clip(s["ci_high"], lo, hi), "p_value": p, "reference_arm": reference_arm,
                      "n": float(g["n"].mean()), "n_pos": float(g["n_pos"].mean()), "n_seeds": s["n"],
                      "threshold": float(g["threshold"].mean()), "threshold_policy": g["threshold_policy"].iloc[0],
                      "ci_method": "t", "test": "" if np.isnan(p) else ("paired_t" if test == "t" else "wilcoxon")})

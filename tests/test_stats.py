@@ -316,3 +316,13 @@ def test_macro_rows_are_their_own_multiplicity_family():
     out = S._adjust_by_metric(df, "holm")
     assert out.loc[3, "p_adj"] == pytest.approx(0.01)  # alone in its family
     assert out.loc[0, "p_adj"] == pytest.approx(0.03)  # Holm over the three labels
+
+
+def test_pooled_seed_intervals_stay_in_the_metric_range():
+    rows = [{"arm": "real", "label": "a", "metric": m, "seed": str(sd), "estimate": v, "ci_low": v, "ci_high": v,
+             "p_value": np.nan, "p_adj": np.nan, "reference_arm": "real", "n": 100, "n_pos": 10, "n_seeds": 1,
+             "threshold": np.nan, "threshold_policy": "", "ci_method": "", "test": ""}
+            for m, vals in (("auroc", (0.99, 0.90)), ("mcc", (-0.95, -0.5))) for sd, v in enumerate(vals)]
+    out = S.summarize_seeds(pd.DataFrame(rows)).set_index("metric")
+    assert out.loc["auroc", "ci_high"] == 1.0 and 0 <= out.loc["auroc", "ci_low"] < 0.9
+    assert out.loc["mcc", "ci_low"] == -1.0
