@@ -26,7 +26,7 @@ class Config(StudyConfig):
     n_per_label: int = 8  # samples per row of the per-label grid
     grid_guidance: tuple[float, ...] = (0.0, 1.0, 3.0)  # guidance weights compared
     sampler_grid: tuple[str, ...] = ("ddpm-50", "ddim-10", "ddim-25", "dpm++-10", "dpm++-20")  # "<sampler>-<steps>"
-    n_eval: int = 300  # synthetic images per variant for fidelity and label consistency (600 with ddpm-100 took 28 min)
+    n_eval: int = 600  # synthetic images per variant for fidelity and label consistency (= n_syn of chapters 4 and 6: shared sets)
     n_timing: int = 16  # images timed (freshly, not from the cache) per sampler variant
 
     PROFILES: ClassVar = merge_profiles({
