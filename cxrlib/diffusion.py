@@ -220,7 +220,6 @@ def train_generator(
     lr_sched = get_scheduler(f"{lr_schedule}_with_warmup" if lr_schedule == "constant" else lr_schedule, optimizer,
                              num_warmup_steps=warmup_steps, num_training_steps=total_steps)
     scheduler = noise_scheduler(arch["schedule"])
-    alphas_cumprod = scheduler.alphas_cumprod
 
     # 4. Resume: restore everything the next step depends on.
     step = 0
@@ -429,32 +428,53 @@ def generator_id(model: ConditionalUNet) -> str:
     return h.hexdigest()[:16]
 
 
-def save_generator(model: ConditionalUNet, path: str | os.PathLike, training: dict | None = None) -> Path:
-    """Write ``weights.safetensors`` then ``config.json`` (written last: its presence marks a finished model)."""
+def save_model_folder(model: torch.nn.Module, path: str | os.PathLike, *, config_key: str, kind: str | None = None,
+                      training: dict | None = None) -> Path:
+    """Write a finished model folder: ``weights.safetensors``, then ``config.json`` (written last, atomically:
+    its presence marks a finished model) holding ``model.config`` under ``config_key``, the generator id
+    (hash of config and weights), the training record and, for models other than the pixel DDPM, ``kind``."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     gid = generator_id(model)
     save_tensors(path / "weights.safetensors", model.state_dict(), metadata={"format": "pt", "generator_id": gid})
-    atomic_write_json(path / "config.json", {"generator": model.config, "generator_id": gid, "training": training or {}})
+    record = {"kind": kind} if kind else {}
+    record.update({config_key: model.config, "generator_id": gid, "training": training or {}})
+    atomic_write_json(path / "config.json", record)
     return path
 
 
-def load_generator(path: str | os.PathLike, device: str = "cpu") -> ConditionalUNet:
-    """Load a finished generator folder (``config.json`` + ``weights.safetensors``) in eval mode."""
+def load_model_folder(path: str | os.PathLike, build, *, config_key: str, kind: str = "ddpm", what: str = "generator",
+                      device: str = "cpu"):
+    """Load a folder written by :func:`save_model_folder` in eval mode: ``build(config)`` makes the model;
+    the folder must be finished, of ``kind``, and its weights must fit the config and hash to the
+    recorded generator id (a mixed-up or modified folder is an error, never loaded silently)."""
     import json
 
     path = Path(path)
     cfg_path = path / "config.json"
     if not cfg_path.exists():
-        raise FileNotFoundError(f"{path} is not a finished generator folder: {cfg_path.name} is missing (did training finish?)")
+        raise FileNotFoundError(f"{path} is not a finished {what} folder: {cfg_path.name} is missing (did training finish?)")
     info = json.loads(cfg_path.read_text())
-    model = ConditionalUNet(info["generator"])
-    state = load_tensors(path / "weights.safetensors")
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    found = info.get("kind", "ddpm")
+    if found != kind or config_key not in info:
+        raise ValueError(f"{cfg_path} describes a {found!r} generator, not a {what}")
+    model = build(info[config_key])
+    missing, unexpected = model.load_state_dict(load_tensors(path / "weights.safetensors"), strict=False)
     if missing or unexpected:
         raise ValueError(f"{path}/weights.safetensors does not fit its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.generator_id = generator_id(model)
     if info.get("generator_id") not in (None, model.generator_id):
-        raise ValueError(f"{path}: weights hash to generator id {model.generator_id} but config.json records {info['generator_id']} (files mixed up or modified)")
+        raise ValueError(f"{path}: weights hash to generator id {model.generator_id} but config.json records "
+                         f"{info['generator_id']} (files mixed up or modified)")
     model.path = str(path)
     return model.to(resolve_device(device)).eval()
+
+
+def save_generator(model: ConditionalUNet, path: str | os.PathLike, training: dict | None = None) -> Path:
+    """Write a finished pixel-DDPM folder (``weights.safetensors`` then ``config.json``)."""
+    return save_model_folder(model, path, config_key="generator", training=training)
+
+
+def load_generator(path: str | os.PathLike, device: str = "cpu") -> ConditionalUNet:
+    """Load a finished generator folder (``config.json`` + ``weights.safetensors``) in eval mode."""
+    return load_model_folder(path, ConditionalUNet, config_key="generator", what="pixel DDPM generator", device=device)

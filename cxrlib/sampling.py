@@ -51,7 +51,7 @@ import torch
 
 from .data.base import ArrayDataset, CXRDataset
 from .data.labels import LabelPolicy, check_label_names
-from .io import atomic_path, atomic_write_json, atomic_write_text, sha256_file
+from .io import sha256_file
 from .models.unet import Condition, ConditionalUNet
 from .utils import derive_seed, progress_disabled, resolve_device, torch_generator, tqdm
 
@@ -275,57 +275,21 @@ def write_synthetic_set(
     ``generator`` is a finished model folder or a model from :func:`cxrlib.diffusion.load_generator`.
     Returns ``out_dir``. Existing files of an earlier set in ``out_dir`` are overwritten.
     """
-    from PIL import Image
-
     from .diffusion import generator_id
+    from .models.generated_sets import write_generated_set
 
     model = _as_generator(generator, device)
-    gid = model.generator_id or generator_id(model)
-    label_names = model.label_names
-    extra = [c for c in conditions.columns if c not in (*label_names, "sex", "age", "source_row")]
-    if extra:
-        raise ValueError(f"conditions table has columns {extra} that are not labels of this generator {list(label_names)} (nor sex/age/source_row)")
     steps = DEFAULT_STEPS[sampler] if steps is None and sampler in DEFAULT_STEPS else steps
-    cond = Condition.from_table(conditions, label_names)
-    n = len(conditions)
-    seeds = image_seeds(seed, n)
-    out_dir = Path(out_dir)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
 
-    # 1. sample chunk by chunk (bounded memory) and write each PNG atomically
-    files, digests = [], []
-    bar = tqdm(total=n, desc="synthetic set", unit="img", disable=not progress or progress_disabled())
-    for lo in range(0, n, batch_size):
-        hi = min(lo + batch_size, n)
-        imgs = to_uint8(sample_images(model, cond[lo:hi], seeds[lo:hi], sampler=sampler, steps=steps, guidance=guidance,
-                                      batch_size=batch_size, device=device, progress=False))
-        for i, img in zip(range(lo, hi), imgs):
-            rel = f"images/{i:06d}.png"
-            with atomic_path(out_dir / rel) as tmp:
-                Image.fromarray(img, mode="L").save(tmp, format="PNG")
-            files.append(rel)
-            digests.append(sha256_file(out_dir / rel))
-        bar.update(hi - lo)
-    bar.close()
+    def sample_fn(rows: slice, cond: Condition, seeds: list[int]) -> torch.Tensor:
+        return sample_images(model, cond, seeds, sampler=sampler, steps=steps, guidance=guidance,
+                             batch_size=batch_size, device=device, progress=False)
 
-    # 2. the manifest: one row per image, enough to regenerate it alone
-    manifest = pd.DataFrame({"file": files, "sha256": digests, "index": np.arange(n), "seed": [str(s) for s in seeds]})
-    for c in (*label_names, "sex", "age"):
-        manifest[c] = conditions[c].to_numpy() if c in conditions.columns else None
-    if "source_row" in conditions.columns:
-        manifest["source_row"] = conditions["source_row"].to_numpy()
-    manifest["generator_id"] = gid
-    manifest["sampler"] = sampler
-    manifest["steps"] = int(steps)
-    manifest["guidance"] = float(guidance)
-    atomic_write_text(out_dir / "manifest.csv", manifest.to_csv(index=False))
-    atomic_write_json(out_dir / "synthetic_set.json", {
-        "generator_path": getattr(model, "path", None), "generator_id": gid, "generator_config": model.config,
-        "seed": int(seed), "seed_rule": 'derive_seed(seed, "image", index)', "n": n, "sampler": sampler, "steps": int(steps),
-        "guidance": float(guidance), "labels": list(label_names), "image_size": model.image_size,
-        "manifest_sha256": sha256_file(out_dir / "manifest.csv"),
-    })
-    return out_dir
+    return write_generated_set(sample_fn, conditions, out_dir, label_names=model.label_names, seed=seed,
+                               generator_id=model.generator_id or generator_id(model),
+                               generator_path=getattr(model, "path", None), generator_config=model.config, kind="ddpm",
+                               image_size=model.image_size, sampler=sampler, steps=int(steps), guidance=float(guidance),
+                               batch_size=batch_size, progress=progress)
 
 
 def read_manifest(set_dir: str | os.PathLike) -> pd.DataFrame:

@@ -145,6 +145,10 @@ def test_synthetic_set_round_trip(tmp_path):
 
     assert generator_kind(tmp_path / "gan") == "gan"
     assert load_any_generator(tmp_path / "gan").generator_id == ds.meta["patient_id"].iloc[0].split("-")[1]
+    from cxrlib.diffusion import load_generator
+
+    with pytest.raises(ValueError, match=r"describes a 'gan' generator, not a pixel DDPM"):
+        load_generator(tmp_path / "gan")  # a folder of another kind is named, not a KeyError
     cfgj = json.loads((tmp_path / "gan" / "config.json").read_text())
     cfgj["generator_id"] = "0" * 16
     (tmp_path / "gan" / "config.json").write_text(json.dumps(cfgj))

@@ -1,5 +1,7 @@
 """Samplers, per-image seeds, condition specs and synthetic sets (cxrlib.sampling), tiny UNet, CPU."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -118,6 +120,8 @@ def test_synthetic_set_roundtrip(model, tmp_path):
     assert (man["generator_id"] == generator_id(model)).all() and (man["sampler"] == "ddpm").all()
     assert [int(s) for s in man["seed"]] == image_seeds(3, 3)
     assert all(sha256_file(out / f) == h for f, h in zip(man["file"], man["sha256"]))
+    info = json.loads((out / "synthetic_set.json").read_text())
+    assert info["generator_kind"] == "ddpm" and info["generator_path"] == str(gen_dir) and info["n"] == 3
     # any image regenerates alone, bit for bit
     ds = load_synthetic_set(out)
     for i in (2, 0):

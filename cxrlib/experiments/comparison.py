@@ -398,7 +398,6 @@ def quality(cfg: Config, syn: Mapping[str, CXRDataset], sets: RealSets, progress
 
     from ..classify import predict
     from ..fidelity import SmallSampleWarning, extract_features, fidelity_report, study_extractor
-    from . import common
 
     oracle = study_oracle(cfg, sets, progress=progress)
     extractor = study_extractor(oracle)

@@ -57,7 +57,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ..data.labels import CHEXPERT_LABELS, check_label_names
-from ..io import atomic_path, atomic_write_json, load_tensors, safe_torch_load, safe_torch_save, save_tensors
+from ..io import atomic_path, atomic_write_json, safe_torch_load, safe_torch_save
 from ..utils import derive_seed, progress_disabled, resolve_device, torch_generator, tqdm
 from .unet import Condition, ConditionEncoder
 
@@ -373,36 +373,16 @@ def _truncate_csv(path: Path, step: int) -> None:
 # --- finished generators -----------------------------------------------------------------------------
 def save_gan(model: GANGenerator, path: str | os.PathLike, training: dict | None = None) -> Path:
     """``weights.safetensors`` then ``config.json`` (kind ``gan``; written last: marks a finished model)."""
-    from ..diffusion import generator_id
+    from ..diffusion import save_model_folder
 
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    gid = generator_id(model)
-    save_tensors(path / "weights.safetensors", model.state_dict(), metadata={"format": "pt", "generator_id": gid})
-    atomic_write_json(path / "config.json", {"kind": "gan", "gan": model.config, "generator_id": gid, "training": training or {}})
-    return path
+    return save_model_folder(model, path, config_key="gan", kind="gan", training=training)
 
 
 def load_gan(path: str | os.PathLike, device: str = "cpu") -> GANGenerator:
     """Load a finished GAN folder in eval mode (its weights must hash to the recorded generator id)."""
-    from ..diffusion import generator_id
+    from ..diffusion import load_model_folder
 
-    path = Path(path)
-    cfg_path = path / "config.json"
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{path} is not a finished GAN folder: {cfg_path.name} is missing (did training finish?)")
-    info = json.loads(cfg_path.read_text())
-    if info.get("kind") != "gan":
-        raise ValueError(f"{cfg_path} describes a {info.get('kind', 'ddpm')!r} generator, not a GAN")
-    model = GANGenerator(info["gan"])
-    missing, unexpected = model.load_state_dict(load_tensors(path / "weights.safetensors"), strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path}/weights.safetensors does not fit its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    model.generator_id = generator_id(model)
-    if info.get("generator_id") not in (None, model.generator_id):
-        raise ValueError(f"{path}: weights hash to {model.generator_id} but config.json records {info['generator_id']}")
-    model.path = str(path)
-    return model.to(resolve_device(device)).eval()
+    return load_model_folder(path, GANGenerator, config_key="gan", kind="gan", what="GAN", device=device)
 
 
 @torch.no_grad()

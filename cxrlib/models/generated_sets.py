@@ -109,7 +109,7 @@ def write_generated_set(
         bar.update(hi - lo)
     bar.close()
 
-    # 2. the manifest (the same columns as cxrlib.sampling.write_synthetic_set)
+    # 2. the manifest: one row per image, enough to regenerate it alone
     manifest = pd.DataFrame({"file": files, "sha256": digests, "index": np.arange(n), "seed": [str(s) for s in seeds]})
     for c in (*label_names, "sex", "age"):
         manifest[c] = conditions[c].to_numpy() if c in conditions.columns else None

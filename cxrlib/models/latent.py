@@ -398,37 +398,17 @@ def train_latent_diffusion(
 # --- finished models -------------------------------------------------------------------------------
 def save_latent_diffusion(model: LatentDiffusion, path: str | os.PathLike, training: dict | None = None) -> Path:
     """``weights.safetensors`` (``vae.*`` and ``denoiser.*``) then ``config.json`` (kind ``latent-diffusion``)."""
-    from ..diffusion import generator_id
+    from ..diffusion import save_model_folder
 
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    gid = generator_id(model)
-    save_tensors(path / "weights.safetensors", model.state_dict(), metadata={"format": "pt", "generator_id": gid})
-    atomic_write_json(path / "config.json", {"kind": "latent-diffusion", "latent": model.config, "generator_id": gid,
-                                             "training": training or {}})
-    return path
+    return save_model_folder(model, path, config_key="latent", kind="latent-diffusion", training=training)
 
 
 def load_latent_diffusion(path: str | os.PathLike, device: str = "cpu") -> LatentDiffusion:
     """Load a finished latent-diffusion folder in eval mode (weights must hash to the recorded id)."""
-    from ..diffusion import generator_id
+    from ..diffusion import load_model_folder
 
-    path = Path(path)
-    cfg_path = path / "config.json"
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{path} is not a finished latent-diffusion folder: {cfg_path.name} is missing (did training finish?)")
-    info = json.loads(cfg_path.read_text())
-    if info.get("kind") != "latent-diffusion":
-        raise ValueError(f"{cfg_path} describes a {info.get('kind', 'ddpm')!r} generator, not a latent diffusion model")
-    model = LatentDiffusion(info["latent"])
-    missing, unexpected = model.load_state_dict(load_tensors(path / "weights.safetensors"), strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path}/weights.safetensors does not fit its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    model.generator_id = generator_id(model)
-    if info.get("generator_id") not in (None, model.generator_id):
-        raise ValueError(f"{path}: weights hash to {model.generator_id} but config.json records {info['generator_id']}")
-    model.path = str(path)
-    return model.to(resolve_device(device)).eval()
+    return load_model_folder(path, LatentDiffusion, config_key="latent", kind="latent-diffusion",
+                             what="latent diffusion model", device=device)
 
 
 # --- sampling ---------------------------------------------------------------------------------------
