@@ -26,7 +26,8 @@ noise (start and, for DDPM, every ancestral step) from its own ``torch.Generator
 * :func:`prevalence_conditions` — rows of a dataset drawn jointly (labels *and* demographics), so the
   training prevalence and the co-occurrence of findings are preserved;
 * :func:`balanced_conditions` — an equal number of images positive for each label;
-* :func:`minority_conditions` — images positive for one (minority) label.
+* :func:`minority_conditions` — images positive for one (minority) label;
+* :func:`flipped_conditions` — counterfactual twins: the same rows with one label switched off.
 
 **Synthetic set** on disk (:func:`write_synthetic_set`)::
 
@@ -246,6 +247,18 @@ def minority_conditions(source: CXRDataset, label: str, n: int, *, label_names: 
         yy[:] = 0.0
         yy[:, j] = 1.0
     return _table(yy, label_names, sex[rows], age[rows], rows)
+
+
+def flipped_conditions(source: CXRDataset, label: str, n: int, *, label_names: Sequence[str], seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Counterfactual twins for ``label``: ``(on, off)``, ``n`` rows each. ``on`` is
+    :func:`minority_conditions` (rows of ``source`` positive for ``label``, the other labels and the
+    demographics jointly); ``off`` is the same table with only ``label`` set to 0. Sampled with the same
+    seed, twin *i* of both sets shares its noise, so the pair differs only by that label
+    (:func:`cxrlib.fidelity.paired_label_effect`)."""
+    on = minority_conditions(source, label, n, label_names=label_names, seed=seed)
+    off = on.copy()
+    off[label] = 0.0
+    return on, off
 
 
 # --- synthetic sets on disk ------------------------------------------------------------------------

@@ -256,6 +256,32 @@ def test_label_consistency_auroc_and_filter():
     assert keep.tolist() == [True]
 
 
+def test_paired_label_effect_known_cases():
+    rng = np.random.default_rng(4)
+    off = rng.random(150) * 0.5
+    # the label always raises the score by more than the spread: separable twins
+    r = F.paired_label_effect(off + 0.6, off)
+    assert r["auroc"] == 1.0 and r["frac_higher"] == 1.0 and r["p_value"] < 1e-10 and r["n"] == 150
+    assert r["ci_low"] <= r["auroc"] <= r["ci_high"] and abs(r["mean_diff"] - 0.6) < 1e-12
+    # the label changes nothing: AUROC 1/2 exactly, p = 1, no pair moved
+    r = F.paired_label_effect(off, off.copy())
+    assert r["auroc"] == 0.5 and r["p_value"] == 1.0 and r["frac_higher"] == 0.0
+    # the label lowers the score: below 1/2
+    assert F.paired_label_effect(off, off + 0.1)["auroc"] < 0.5
+    # independent noise: the 95 % interval covers 1/2 in most of 40 simulations (coverage, not one draw)
+    cover = [(lambda t: t["ci_low"] <= 0.5 <= t["ci_high"])(F.paired_label_effect(rng.random(80), rng.random(80), n_boot=300, seed=k))
+             for k in range(40)]
+    assert sum(cover) >= 34
+    # a small but consistent shift inside wide noise: an AUROC near 1/2 that the paired test still detects
+    base = rng.random(400)
+    r = F.paired_label_effect(base + 0.05, base)
+    assert r["auroc"] < 0.6 and r["p_value"] < 1e-6
+    with pytest.raises(ValueError, match="same length"):
+        F.paired_label_effect(off[:3], off[:4])
+    with pytest.raises(ValueError, match="NaN"):
+        F.paired_label_effect(np.r_[off[:3], np.nan], off[:4])
+
+
 # --- feature extractors -----------------------------------------------------------------------------
 def test_extract_features_interface_and_penultimate():
     from cxrlib.models.classifiers import build_classifier

@@ -18,6 +18,7 @@ from cxrlib.sampling import (
     explicit_conditions,
     image_seeds,
     load_synthetic_set,
+    flipped_conditions,
     minority_conditions,
     prevalence_conditions,
     regenerate_image,
@@ -101,6 +102,11 @@ def test_condition_specs():
     mino = minority_conditions(src, "Cardiomegaly", 10, label_names=LABELS, seed=0, others="absent")
     assert (mino["Cardiomegaly"] == 1).all() and (mino[["Edema", "Pleural Effusion"]] == 0).all().all()
     assert set(mino["source_row"]) <= {0, 1} | set(np.flatnonzero(src.meta["Cardiomegaly"] == 1))
+    # flipped twins: the same rows, only the label switched off
+    on, off = flipped_conditions(src, "Cardiomegaly", 12, label_names=LABELS, seed=3)
+    pd.testing.assert_frame_equal(on, minority_conditions(src, "Cardiomegaly", 12, label_names=LABELS, seed=3))
+    assert (on["Cardiomegaly"] == 1).all() and (off["Cardiomegaly"] == 0).all()
+    pd.testing.assert_frame_equal(on.drop(columns="Cardiomegaly"), off.drop(columns="Cardiomegaly"))
     # same seed, same table; an impossible request names the label
     pd.testing.assert_frame_equal(prevalence_conditions(src, 200, label_names=LABELS, seed=0), prev)
     src.meta["Edema"] = 0.0

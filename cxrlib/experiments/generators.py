@@ -24,20 +24,23 @@ from .common import RealSets, StudyConfig, merge_profiles
 class Config(StudyConfig):
     NAME: ClassVar[str] = "generators"
     n_per_label: int = 8  # samples per row of the per-label grid
-    grid_guidance: tuple[float, ...] = (0.0, 1.0, 3.0)  # guidance weights compared
+    grid_guidance: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0)  # guidance weights compared (at the study sampler)
     sampler_grid: tuple[str, ...] = ("ddpm-50", "ddim-10", "ddim-25", "dpm++-10", "dpm++-20")  # "<sampler>-<steps>"
     n_eval: int = 600  # synthetic images per variant for fidelity and label consistency (= n_syn of chapters 4 and 6: shared sets)
     n_timing: int = 16  # images timed (freshly, not from the cache) per sampler variant
+    n_flip: int = 200  # counterfactual twin pairs per label (the label on / off, same seed) for the paired label effect
 
     PROFILES: ClassVar = merge_profiles({
-        "smoke": dict(n_per_label=3, grid_guidance=(0.0, 2.0), sampler_grid=("ddim-4", "dpm++-4"), n_eval=48, n_timing=4),
-        "paper": dict(n_eval=5000, sampler_grid=("ddpm-1000", "ddim-50", "ddim-200", "dpm++-20")),
+        "smoke": dict(n_per_label=3, grid_guidance=(0.0, 2.0), sampler_grid=("ddim-4", "dpm++-4"), n_eval=48, n_timing=4, n_flip=12),
+        "paper": dict(n_eval=5000, sampler_grid=("ddpm-1000", "ddim-50", "ddim-200", "dpm++-20"), n_flip=1000),
     })
 
     def validate(self) -> None:
         super().validate()
         for v in self.sampler_grid:
             parse_variant(v)
+        if self.n_flip < 2:
+            raise ConfigError(f"parameter 'n_flip': needs at least 2 twin pairs per label, got {self.n_flip}")
 
 
 def parse_variant(text: str) -> tuple[str, int]:
@@ -153,6 +156,45 @@ def sampler_comparison(cfg: Config, sets: RealSets, gen_dir: Path, oracle_model,
     return pd.DataFrame(rows)
 
 
+def label_flip_effects(cfg: Config, sets: RealSets, gen_dir: Path, oracle_model, progress: bool = True) -> pd.DataFrame:
+    """The paired (counterfactual) label effect per label, at the study sampler and guidance: ``n_flip``
+    conditions drawn from R's rows positive for the label, each sampled twice with the same seed, as drawn
+    and with only that label switched off; the oracle scores both twins for that label
+    (:func:`cxrlib.fidelity.paired_label_effect`). One row per label: ``auroc`` with its bootstrap CI,
+    ``frac_higher``, ``mean_diff``, the Wilcoxon ``p_value``, its Holm adjustment across labels
+    (``p_adjusted``, statsmodels) and ``n``."""
+    from ..classify import predict
+    from ..fidelity import paired_label_effect
+    from ..sampling import flipped_conditions
+    from ..stats import adjust_pvalues
+    from ..utils import derive_seed, tqdm
+    from .common import synthetic_set
+
+    rows = []
+    for j, label in enumerate(tqdm(list(cfg.labels), desc="label flips", **({} if progress else {"disable": True}))):
+        on, off = flipped_conditions(sets.train, label, cfg.n_flip, label_names=cfg.labels, seed=derive_seed(cfg.seed, "flip", label) % 2**31)
+        seed = derive_seed(cfg.seed, "synthetic", "flip", label) % 2**31  # one seed for both twins
+        s_on = predict(oracle_model, synthetic_set(cfg, gen_dir, on, name=f"flip-{label}-on", seed=seed, progress=False), device=cfg.device)
+        s_off = predict(oracle_model, synthetic_set(cfg, gen_dir, off, name=f"flip-{label}-off", seed=seed, progress=False), device=cfg.device)
+        rows.append({"label": label, "sampler": cfg.sampler, "steps": cfg.sampler_steps, "guidance": cfg.guidance,
+                     **paired_label_effect(s_on[:, j], s_off[:, j], seed=derive_seed(cfg.seed, "flip-boot") % 2**31)})
+    out = pd.DataFrame(rows)
+    out["p_adjusted"] = adjust_pvalues(out["p_value"].to_numpy(), method="holm")
+    return out
+
+
+def unpaired_label_auroc(comparison: pd.DataFrame, cfg: Config) -> pd.Series | None:
+    """The per-label label consistency of the prevalence set at the study's sampler, steps and guidance
+    (a row of :func:`sampler_comparison`), or None when the grids do not contain that variant."""
+    hit = comparison[(comparison.sampler == cfg.sampler) & (comparison.steps == cfg.sampler_steps)
+                     & np.isclose(comparison.guidance, cfg.guidance)]
+    if hit.empty:
+        return None
+    row = hit.iloc[0].filter(like="label_auroc:")
+    row.index = [c.split(":", 1)[1] for c in row.index]
+    return row.astype(float)
+
+
 def real_reference(cfg: Config, sets: RealSets, oracle_model) -> dict:
     """The same metrics for real validation images against the real test set: the ceiling."""
     from ..classify import predict
@@ -228,5 +270,25 @@ def plot_tradeoff(comp: pd.DataFrame, reference: dict):
     ax2 = axes[2].twinx()
     ax2.plot(g.guidance, g.recall, "s--", color="C2", label="recall")
     ax2.set_ylabel("recall (diversity)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_flip_effects(flips: pd.DataFrame, balanced: pd.Series | None = None):
+    """Paired label effect per label (AUROC of the label-on twins against the label-off twins, with its
+    CI); ``balanced``: the unpaired label-consistency AUROC of the same labels, for comparison."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 0.9 + 0.55 * len(flips)))
+    yy = np.arange(len(flips))[::-1]
+    ax.errorbar(flips["auroc"], yy, xerr=[flips["auroc"] - flips["ci_low"], flips["ci_high"] - flips["auroc"]],
+                fmt="o", color="C0", capsize=3, label="paired twins (label on vs off)")
+    if balanced is not None:
+        ax.scatter([balanced.get(lbl, np.nan) for lbl in flips["label"]], yy, marker="x", color="C3",
+                   label="unpaired (prevalence set)")
+    ax.axvline(0.5, ls="--", color="k", lw=1)
+    ax.set_yticks(yy, flips["label"])
+    ax.set_xlabel("oracle AUROC for the label")
+    ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.01), ncol=2, frameon=False)  # above: never over a point
     fig.tight_layout()
     return fig

@@ -13,7 +13,8 @@ module                         contents
 :mod:`.metrics`                FD, KID, bootstrap CIs, precision/recall/density/coverage, ``MIN_N``
 :mod:`.diversity`              mean pairwise MS-SSIM (small-image settings documented)
 :mod:`.memorization`           nearest training image, held-out-calibrated replica flags, figure
-:mod:`.labels`                 oracle label consistency (per-label AUROC) and filtering
+:mod:`.labels`                 oracle label consistency (per-label AUROC), paired label
+                               effects (counterfactual twins) and filtering
 :mod:`.report`                 ``fidelity_report``: one tidy table of everything
 ============================== =================================================================
 """
@@ -30,7 +31,7 @@ from .features import (
     study_extractor,
     xrv_extractor,
 )
-from .labels import label_consistency, oracle_agreement_mask
+from .labels import label_consistency, oracle_agreement_mask, paired_label_effect
 from .memorization import ReplicaAudit, memorization_audit, nearest_neighbors, pixel_vectors, plot_closest_pairs, replica_audit
 from .metrics import (
     MIN_N,
@@ -67,6 +68,7 @@ __all__ = [
     "ms_ssim_settings",
     "nearest_neighbors",
     "oracle_agreement_mask",
+    "paired_label_effect",
     "pixel_vectors",
     "plot_closest_pairs",
     "precision_recall_density_coverage",
