@@ -162,7 +162,7 @@ def label_flip_effects(cfg: Config, sets: RealSets, gen_dir: Path, oracle_model,
     and with only that label switched off; the oracle scores both twins for that label
     (:func:`cxrlib.fidelity.paired_label_effect`). One row per label: ``auroc`` with its bootstrap CI,
     ``frac_higher``, ``mean_diff``, the Wilcoxon ``p_value``, its Holm adjustment across labels
-    (``p_adjusted``, statsmodels) and ``n``."""
+    (``p_adj``, statsmodels) and ``n``."""
     from ..classify import predict
     from ..fidelity import paired_label_effect
     from ..sampling import flipped_conditions
@@ -179,7 +179,7 @@ def label_flip_effects(cfg: Config, sets: RealSets, gen_dir: Path, oracle_model,
         rows.append({"label": label, "sampler": cfg.sampler, "steps": cfg.sampler_steps, "guidance": cfg.guidance,
                      **paired_label_effect(s_on[:, j], s_off[:, j], seed=derive_seed(cfg.seed, "flip-boot") % 2**31)})
     out = pd.DataFrame(rows)
-    out["p_adjusted"] = adjust_pvalues(out["p_value"].to_numpy(), method="holm")
+    out["p_adj"] = adjust_pvalues(out["p_value"].to_numpy(), method="holm")
     return out
 
 
