@@ -101,13 +101,15 @@ def paired_label_effect(score_on, score_off, *, n_boot: int = 1000, level: float
     ``score_on[i]`` and ``score_off[i]`` are the oracle's scores for that label on twin images *i*:
     the same seed and condition, except that the label is on in the first and off in the second.
     Returns ``auroc`` (on-twins vs off-twins; 0.5 = the label changes nothing the oracle sees), its
-    percentile CI from a bootstrap over pairs (``ci_low``, ``ci_high``), ``frac_higher`` (pairs where
-    the score rose), ``mean_diff``, the two-sided Wilcoxon signed-rank ``p_value`` of the paired
-    differences (scipy; 1.0 when every difference is 0) and ``n`` pairs.
+    percentile CI (``ci_low``, ``ci_high``) from a bootstrap over pairs (:func:`cxrlib.stats.bootstrap_ci`,
+    one cluster per pair), ``frac_higher`` (pairs where the score rose), ``mean_diff``, the two-sided
+    Wilcoxon signed-rank ``p_value`` of the paired differences (scipy; 1.0 when every difference is 0)
+    and ``n`` pairs.
     """
     from scipy.stats import wilcoxon
 
     from ..metrics import auroc
+    from ..stats import bootstrap_ci
 
     on = np.asarray(score_on, dtype=np.float64).ravel()
     off = np.asarray(score_off, dtype=np.float64).ravel()
@@ -121,15 +123,10 @@ def paired_label_effect(score_on, score_off, *, n_boot: int = 1000, level: float
         raise ValueError(f"level must be in (0, 1), got {level}")
     n = len(on)
     warn_small_n("label_auroc", n, "paired label effect")
-    y = np.r_[np.ones(n), np.zeros(n)]
-    point = auroc(y, np.r_[on, off])
-    rng = np.random.default_rng(seed)
-    boots = np.empty(n_boot)
-    for b in range(n_boot):
-        i = rng.integers(0, n, n)
-        boots[b] = auroc(y, np.r_[on[i], off[i]])
-    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    pair = np.r_[np.arange(n), np.arange(n)]  # the bootstrap resamples whole pairs (both twins together)
+    boot = bootstrap_ci(auroc, np.r_[np.ones(n), np.zeros(n)], np.r_[on, off], groups=pair, n_boot=n_boot,
+                        alpha=1 - level, seed=seed)
     diff = on - off
     p = 1.0 if not np.any(diff) else float(wilcoxon(on, off).pvalue)
-    return {"auroc": float(point), "ci_low": float(lo), "ci_high": float(hi), "frac_higher": float((diff > 0).mean()),
+    return {"auroc": boot.estimate, "ci_low": boot.ci_low, "ci_high": boot.ci_high, "frac_higher": float((diff > 0).mean()),
             "mean_diff": float(diff.mean()), "p_value": p, "n": n}
