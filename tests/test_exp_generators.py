@@ -30,7 +30,7 @@ def test_unpaired_label_auroc_picks_the_study_variant_or_none():
 
 def test_flip_figure_and_parameter_check():
     flips = pd.DataFrame({"label": ["Edema", "Cardiomegaly"], "auroc": [0.9, 0.55], "ci_low": [0.85, 0.49], "ci_high": [0.95, 0.6]})
-    fig = generators.plot_flip_effects(flips, balanced=pd.Series({"Edema": 0.8, "Cardiomegaly": 0.5}))
+    fig = generators.plot_flip_effects(flips, unpaired=pd.Series({"Edema": 0.8, "Cardiomegaly": 0.5}))
     ax = fig.axes[0]
     assert {t.get_text() for t in ax.get_yticklabels()} == {"Edema", "Cardiomegaly"}
     crosses = [c for c in ax.collections if c.get_offsets().shape == (2, 2)]

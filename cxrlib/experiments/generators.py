@@ -274,17 +274,17 @@ def plot_tradeoff(comp: pd.DataFrame, reference: dict):
     return fig
 
 
-def plot_flip_effects(flips: pd.DataFrame, balanced: pd.Series | None = None):
+def plot_flip_effects(flips: pd.DataFrame, unpaired: pd.Series | None = None):
     """Paired label effect per label (AUROC of the label-on twins against the label-off twins, with its
-    CI); ``balanced``: the unpaired label-consistency AUROC of the same labels, for comparison."""
+    CI); ``unpaired``: the label-consistency AUROC of the same labels on the prevalence set, for comparison."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 0.9 + 0.55 * len(flips)))
     yy = np.arange(len(flips))[::-1]
     ax.errorbar(flips["auroc"], yy, xerr=[flips["auroc"] - flips["ci_low"], flips["ci_high"] - flips["auroc"]],
                 fmt="o", color="C0", capsize=3, label="paired twins (label on vs off)")
-    if balanced is not None:
-        ax.scatter([balanced.get(lbl, np.nan) for lbl in flips["label"]], yy, marker="x", color="C3",
+    if unpaired is not None:
+        ax.scatter([unpaired.get(lbl, np.nan) for lbl in flips["label"]], yy, marker="x", color="C3",
                    label="unpaired (prevalence set)")
     ax.axvline(0.5, ls="--", color="k", lw=1)
     ax.set_yticks(yy, flips["label"])
