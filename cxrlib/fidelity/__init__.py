@@ -32,7 +32,8 @@ from .features import (
     xrv_extractor,
 )
 from .labels import label_consistency, oracle_agreement_mask, paired_label_effect
-from .memorization import ReplicaAudit, memorization_audit, nearest_neighbors, pixel_vectors, plot_closest_pairs, replica_audit
+from .distances import nearest_neighbors, pairwise_distances
+from .memorization import ReplicaAudit, memorization_audit, pixel_vectors, plot_closest_pairs, replica_audit
 from .metrics import (
     MIN_N,
     SmallSampleWarning,
@@ -67,6 +68,7 @@ __all__ = [
     "memorization_audit",
     "ms_ssim_settings",
     "nearest_neighbors",
+    "pairwise_distances",
     "oracle_agreement_mask",
     "paired_label_effect",
     "pixel_vectors",

@@ -22,6 +22,10 @@ mean "much closer to a training image than new real images usually are"). Read t
 against ``expected_fraction``, not against 0, and look at the figure of closest pairs: pixel-space
 neighbours also catch near-blank or over-smoothed images that sit close to everything.
 
+Exact copies are decided without reference to any other distance: the distance of a candidate
+nearest pair is recomputed by differencing (:mod:`cxrlib.fidelity.distances`), so a copy is at
+exactly 0 on every CPU and BLAS, whether one held-out image leaks or all of them do.
+
 This follows the held-out-calibrated nearest-neighbour tests of Somepalli et al. 2023 and Carlini et
 al. 2023 and the "distance to the closest record" practice of synthetic-data privacy audits.
 """
@@ -35,27 +39,16 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .distances import nearest_neighbors
 from .features import as_float_images
 from .metrics import warn_small_n
 
-
-def nearest_neighbors(query, reference, block: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """For each row of ``query [N, D]`` its nearest row of ``reference [M, D]``: ``(index int [N], distance [N])``.
-
-    Float64 matrix-multiply distances (fast; an exact copy comes out at ~1e-7 rather than 0)."""
-    q = torch.as_tensor(np.asarray(query, dtype=np.float64))
-    r = torch.as_tensor(np.asarray(reference, dtype=np.float64))
-    if q.ndim != 2 or r.ndim != 2 or q.shape[1] != r.shape[1]:
-        raise ValueError(f"nearest_neighbors: shapes {tuple(q.shape)} and {tuple(r.shape)} do not match")
-    if len(r) == 0:
-        raise ValueError("nearest_neighbors: empty reference set")
-    idx, dist = [], []
-    for s in range(0, len(q), block):
-        d = torch.cdist(q[s : s + block], r, compute_mode="use_mm_for_euclid_dist")
-        m = d.min(dim=1)
-        idx.append(m.indices)
-        dist.append(m.values)
-    return torch.cat(idx).numpy(), torch.cat(dist).numpy()
+# A held-out image within one grey level (RMS over the image) of a training image is a near-copy: a
+# re-encoded or lightly edited duplicate. Natural images of different patients differ by far more.
+PIXEL_NEAR_COPY = 1.0 / 255.0
+# In a feature space there is no grey level; the same image can give features that differ by the
+# extractor's float32 round-off (batching), so "near" is relative to the typical feature norm.
+FEATURE_NEAR_COPY = 1e-3
 
 
 def pixel_vectors(images) -> np.ndarray:
@@ -68,7 +61,11 @@ def pixel_vectors(images) -> np.ndarray:
 class ReplicaAudit:
     """Result of :func:`replica_audit` in one space.
 
-    ``table``: one row per synthetic image: ``syn_index, train_index, distance, ratio, flagged``.
+    ``table``: one row per synthetic image: ``syn_index, train_index, distance, ratio, flagged,
+    exact_copy`` (``exact_copy``: bit-identical to its nearest training vector).
+    ``heldout_exact_copies`` / ``heldout_near_copies``: held-out images that are exact copies
+    (distance exactly 0) / near-copies (``0 < distance <= near_copy``) of a training image: a leak of
+    the held-out set into the training set, which makes the calibration meaningless.
     """
 
     space: str
@@ -80,6 +77,9 @@ class ReplicaAudit:
     n_syn: int
     n_train: int
     n_heldout: int
+    near_copy: float = float("nan")
+    heldout_exact_copies: int = 0
+    heldout_near_copies: int = 0
 
     @property
     def flagged_fraction(self) -> float:
@@ -94,30 +94,44 @@ class ReplicaAudit:
             "quantile": self.quantile,
             "median_ratio": float(self.table["ratio"].median()),
             "heldout_median_distance": self.heldout_median,
+            "exact_copies": int(self.table["exact_copy"].sum()),
+            "heldout_exact_copies": self.heldout_exact_copies,
+            "heldout_near_copies": self.heldout_near_copies,
             "n_syn": self.n_syn,
             "n_train": self.n_train,
             "n_heldout": self.n_heldout,
         }
 
 
-def replica_audit(syn, train, heldout, *, quantile: float = 0.05, space: str = "feature") -> ReplicaAudit:
+def replica_audit(syn, train, heldout, *, quantile: float = 0.05, space: str = "feature",
+                  near_copy: float | None = None) -> ReplicaAudit:
     """Flag synthetic vectors closer to the training set than the ``quantile`` of held-out ones.
 
     ``syn``, ``train``, ``heldout``: vectors ``[N, D]`` in one space (features, or
     :func:`pixel_vectors`). See the module docstring for the rule.
+
+    Leak check: a held-out vector at distance exactly 0 from a training vector (bit-identical: the
+    distance is recomputed by differencing, so this holds on every CPU and BLAS and does not depend
+    on the other distances) is an **exact copy**; one within ``near_copy`` of it is a **near-copy**.
+    Both are warned about. ``near_copy`` defaults to :data:`PIXEL_NEAR_COPY` (one grey level RMS) in
+    the ``pixel`` space and to :data:`FEATURE_NEAR_COPY` times the RMS norm of the training vectors
+    in a feature space.
     """
     if not 0 < quantile < 1:
         raise ValueError(f"quantile must be in (0, 1), got {quantile}")
     syn, train, heldout = (np.asarray(a, dtype=np.float64) for a in (syn, train, heldout))
     if len(heldout) < 2:
         raise ValueError(f"replica_audit: the held-out set needs at least 2 images, got {len(heldout)}")
+    if near_copy is None:
+        near_copy = PIXEL_NEAR_COPY if space == "pixel" else FEATURE_NEAR_COPY * float(np.sqrt((train**2).sum(1).mean()))
     warn_small_n("memorization", len(heldout), "held-out real images")
     _, d_h = nearest_neighbors(heldout, train)
-    copies = d_h <= 1e-6 * max(float(np.median(d_h)), 1e-12)  # exact copies, up to round-off
-    if copies.any():
+    exact, near = int((d_h == 0).sum()), int(((d_h > 0) & (d_h <= near_copy)).sum())
+    if exact or near:
         warnings.warn(
-            f"replica_audit ({space}): {int(copies.sum())} held-out image(s) are exact copies of training "
-            "images -- the held-out set leaks into the training set, and the threshold collapses to ~0",
+            f"replica_audit ({space}): of {len(heldout)} held-out images, {exact} are exact copies and {near} are "
+            f"near-copies (distance <= {near_copy:.3g}) of training images -- the held-out set leaks into the "
+            "training set, and the flagging threshold is no longer calibrated",
             UserWarning,
             stacklevel=2,
         )
@@ -131,9 +145,11 @@ def replica_audit(syn, train, heldout, *, quantile: float = 0.05, space: str = "
             "distance": d_s,
             "ratio": d_s / median if median > 0 else np.full(len(syn), np.nan),
             "flagged": d_s < tau,
+            "exact_copy": d_s == 0,
         }
     )
-    return ReplicaAudit(space, table, tau, quantile, median, float((d_h < tau).mean()), len(syn), len(train), len(heldout))
+    return ReplicaAudit(space, table, tau, quantile, median, float((d_h < tau).mean()), len(syn), len(train), len(heldout),
+                        float(near_copy), exact, near)
 
 
 def memorization_audit(

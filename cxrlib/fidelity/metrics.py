@@ -33,7 +33,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import torch
+
+from .distances import pairwise_distances
 
 MIN_N = {"fd": 1000, "kid": 100, "prdc": 200, "ms_ssim": 20, "memorization": 100, "label_auroc": 10}
 
@@ -302,24 +303,13 @@ def bootstrap_ci(
 # ------------------------------------------------------------------------------------------------
 # Precision / recall / density / coverage
 # ------------------------------------------------------------------------------------------------
-def _pairwise(a: np.ndarray, b: np.ndarray, block: int = 2048) -> np.ndarray:
-    """Euclidean distances ``[len(a), len(b)]`` (float64, blockwise to bound temporaries).
-
-    The matrix-multiply form ``|a|² + |b|² - 2ab`` is ~8x faster than the direct one; in float64 its
-    round-off (~1e-7 for a point and itself) is far below any k-NN radius."""
-    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-    out = torch.empty(len(a), len(b), dtype=torch.float64)
-    for s in range(0, len(a), block):
-        out[s : s + block] = torch.cdist(ta[s : s + block], tb, compute_mode="use_mm_for_euclid_dist")
-    return out.numpy()
-
-
 def knn_radii(x: np.ndarray, k: int) -> np.ndarray:
     """Distance from each point to its k-th nearest *other* point of the same set."""
     if len(x) <= k:
         raise ValueError(f"k-NN radii with k={k} need more than {k} points, got {len(x)}")
-    d = _pairwise(x, x)
-    # column 0 of the sorted row is the point itself (distance 0), so the k-th neighbour is column k
+    d = pairwise_distances(x, x)
+    # column 0 of the sorted row is the point itself (distance exactly 0, see cxrlib.fidelity.distances),
+    # so the k-th neighbour is column k
     return np.partition(d, k, axis=1)[:, k]
 
 
@@ -343,7 +333,7 @@ def precision_recall_density_coverage(real, syn, *, k: int = 5, warn: bool = Tru
         warn_small_n("prdc", len(real), "real")
         warn_small_n("prdc", len(syn), "synthetic")
     r_real, r_syn = knn_radii(real, k), knn_radii(syn, k)
-    d = _pairwise(real, syn)
+    d = pairwise_distances(real, syn)
     inside_real = d < r_real[:, None]  # [N, M]: Y_j inside the ball of X_i
     return {
         "precision": float(inside_real.any(axis=0).mean()),
