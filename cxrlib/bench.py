@@ -60,19 +60,20 @@ def bench_classifier(size: int = 32, arch: str = "small_cnn", n: int = 512, batc
     return [_row("classifier training", f"{arch} {size}px batch {batch_size}", n / sec, "images/s")]
 
 
-def bench_generator(preset: str = "cpu", steps: int = 20, n_sample: int = 32, tmp_dir: str | None = None,
+def bench_generator(profile: str = "cpu", steps: int = 20, n_sample: int = 32, tmp_dir: str | None = None,
                     sampler_steps: dict | None = None) -> list[dict]:
-    """Generator training throughput (``steps`` optimizer steps of the preset) and sampler speed
+    """Generator training throughput (``steps`` optimizer steps of the study's generator recipe at
+    ``profile``: :func:`cxrlib.experiments.synthetic.generator_options`) and sampler speed
     (``sampler_steps``: sampler -> step count; default DDPM-250, DDIM-50, DPM-Solver++-20)."""
     import tempfile
 
     from .data.base import ArrayDataset
     from .data.labels import CHEXPERT_LABELS
-    from .diffusion import GENERATOR_PRESETS, train_generator
-    from .diffusion import load_generator
-    from .sampling import time_samplers
-
-    p = dict(GENERATOR_PRESETS[preset])
+    from .experiments.common import StudyConfig
+    from .experiments.synthetic import generator_options
+    from .generators.ddpm import load_generator, train_generator
+    from .generators.sampling import time_samplers
+    p = generator_options(StudyConfig.from_params(profile=profile))
     size, bs = p["image_size"], p["batch_size"]
     n = bs * 4
     g = torch.Generator().manual_seed(0)
@@ -86,7 +87,7 @@ def bench_generator(preset: str = "cpu", steps: int = 20, n_sample: int = 32, tm
         model_dir = train_generator(train_data=ds, out_dir=Path(d) / "run", **p)
         sec = time.perf_counter() - t0
         model = load_generator(model_dir)
-    rows = [_row("generator training", f"{preset} preset {size}px batch {bs}", steps * bs / sec, "images/s")]
+    rows = [_row("generator training", f"{profile} recipe {size}px batch {bs}", steps * bs / sec, "images/s")]
     t = time_samplers(model, n_images=n_sample, batch_size=n_sample, steps=sampler_steps or {"ddpm": 250, "ddim": 50, "dpm++": 20})
     for r in t.itertuples():
         rows.append(_row("sampling", f"{r.sampler}-{r.steps} {size}px", r.images_per_s, "images/s"))

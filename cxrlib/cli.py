@@ -1,13 +1,15 @@
 """The ``cxr`` command line. Each module that offers commands registers its own subcommands here:
 
     cxr data summary|verify|manifests ...   (cxrlib.data.cli)
-    cxr run NOTEBOOK ...                    (cxrlib.runner)
-    cxr book ...                            (cxrlib.runner)
-    cxr cache ls|gc ...                     (cxrlib.cache)
+    cxr run NOTEBOOK ...                    (cxrlib.execution)
+    cxr book ...                            (cxrlib.book)
+    cxr cache ls|gc ...                     (cxrlib.cache_cli)
     cxr bench ...                           (cxrlib.bench)
 
 ``main(argv)`` is callable from tests; errors the user can fix are printed as one line
-(``cxr: error: ...``) with exit code 2, not as a traceback.
+(``cxr: error: ...``) with exit code 2, not as a traceback. Their classes live in
+:mod:`cxrlib.errors` (not here), so ``python -m cxrlib.cli``, which runs this file as ``__main__``,
+catches the same classes the commands raise.
 """
 
 from __future__ import annotations
@@ -16,18 +18,18 @@ import argparse
 import importlib
 import sys
 
+from .errors import RunError, UserError
+
+__all__ = ["UserError", "build_parser", "main"]
 # (module, function) pairs; each function takes the subparsers object and adds its commands,
 # setting ``func`` on its parser(s) to a callable(args) -> int.
 _COMMAND_MODULES = (
     ("cxrlib.data.cli", "register"),
-    ("cxrlib.runner", "register_cli"),
-    ("cxrlib.cache", "register_cli"),
+    ("cxrlib.execution", "register_cli"),
+    ("cxrlib.book", "register_cli"),
+    ("cxrlib.cache_cli", "register_cli"),
     ("cxrlib.bench", "register_cli"),
 )
-
-
-class UserError(Exception):
-    """An error in what the user asked for: printed as one line, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UserError, FileNotFoundError, ValueError) as e:
+    except (UserError, RunError, FileNotFoundError, ValueError) as e:
         print(f"cxr: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,8 +1,7 @@
 """Frozen experiment configs: the one home of every experiment's parameters.
 
-Each experiment defines one frozen dataclass that subclasses :class:`ExperimentConfig`. A notebook's
-``parameters`` cell holds flat literals with the same names (``None`` = "the profile's value"); the
-notebook builds its config with ``Config.from_params(...)``, which
+Each experiment defines one frozen dataclass that subclasses :class:`ExperimentConfig`. A config is
+resolved by ``Config.from_params(...)``, which
 
 1. starts from the field defaults,
 2. applies the profile's presets (``PROFILES[profile]``: ``smoke`` / ``cpu`` / ``paper``),
@@ -11,6 +10,12 @@ notebook builds its config with ``Config.from_params(...)``, which
 and rejects an unknown or mistyped name (naming it, suggesting the closest valid one and listing all
 of them) and a value of the wrong type. The config's canonical JSON is written into the run folder
 and its hash names the folder and keys the cache.
+
+A notebook builds its config with ``Config.from_notebook(globals())``: its ``parameters`` cell holds
+``profile``, the few parameters a reader of that chapter would change (``None`` = the profile's
+value) and ``overrides = {}``, a mapping for any other field. Every config field name defined in the
+notebook's namespace is a parameter, so a value injected by papermill (``-p NAME VALUE``, ``cxr run``)
+counts for any field, even one the parameters cell does not list.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ import types
 import typing
 from typing import Any, ClassVar, Mapping
 
+from .errors import ConfigError
+
+__all__ = ["ConfigError", "ExperimentConfig", "PROFILE_NAMES", "OVERRIDES", "stable_hash", "unknown_parameter_message"]
+
 PROFILE_NAMES = ("smoke", "cpu", "paper")
-
-
-class ConfigError(ValueError):
-    """A parameter is unknown, of the wrong type, or out of range."""
+# The name, in a notebook's parameters cell, of the mapping that sets any other config field.
+OVERRIDES = "overrides"
 
 
 def _type_name(tp: Any) -> str:
@@ -138,6 +145,35 @@ class ExperimentConfig:
         values.update({k: v for k, v in merged.items() if v is not None})
         values["profile"] = profile
         return cls._build(values)
+
+    @classmethod
+    def from_notebook(cls, namespace: Mapping[str, Any]):
+        """Resolve the config of a notebook from its namespace (pass ``globals()``).
+
+        The parameters are every config field name defined in ``namespace`` (the parameters cell's
+        names, and whatever papermill injected after it) plus the ``overrides`` mapping (any other
+        field). A field given both ways (non-``None`` in each) or an unknown name in ``overrides`` is
+        a :class:`ConfigError` naming it and listing the valid ones. Then as :meth:`from_params`.
+        """
+        valid = cls.field_names()
+        given = {name: namespace[name] for name in valid if name in namespace}
+        extra = namespace.get(OVERRIDES)
+        if extra is None:
+            extra = {}
+        if not isinstance(extra, Mapping):
+            raise ConfigError(f"{OVERRIDES!r} must be a mapping of config field -> value, e.g. "
+                              f"{{'n_seeds': 5}}; got {type(extra).__name__} {extra!r}")
+        for name in extra:
+            if name not in valid:
+                raise ConfigError(f"in {OVERRIDES}: " + unknown_parameter_message(str(name), valid))
+        both = sorted(n for n, v in extra.items() if v is not None and given.get(n) is not None)
+        if both:
+            raise ConfigError(
+                f"parameter {both[0]!r} is given twice: as a variable ({both[0]} = {given[both[0]]!r}) and in "
+                f"{OVERRIDES} ({extra[both[0]]!r}); set it one way only"
+            )
+        given.update({n: v for n, v in extra.items() if v is not None})
+        return cls.from_params(given)
 
     @classmethod
     def _build(cls, values: Mapping[str, Any]):

@@ -6,7 +6,7 @@
 
 The JSON sidecar holds the figure id, caption, the parameters that made the figure, the provenance of
 the run, the sha256 of each file and a "cite this figure" line built from ``CITATION.cff`` (figure
-id, book version, DOI). Notebooks call it through :meth:`cxrlib.runner.RunContext.save_figure`, which
+id, book version, DOI). Notebooks call it through :meth:`cxrlib.run_context.RunContext.save_figure`, which
 also shows the figure and marks it so the book renders it as a numbered, labelled figure.
 
 The files are byte-for-byte reproducible: the creation date and software version that matplotlib

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cxrlib import runner
+from cxrlib import book as book_builder, execution
 from cxrlib.utils import project_root
 
 pytestmark = pytest.mark.book
@@ -32,7 +32,7 @@ def smoke_book(tmp_path_factory):
     book = tmp / "book"
     shutil.copytree(ROOT / "book", book, ignore=shutil.ignore_patterns("_build", "chapters"))
     notebooks = ROOT / "notebooks"
-    fixture = os.environ.get("CXR_TEST_BOOK") == "fixture" or not runner.discover_notebooks(notebooks)
+    fixture = os.environ.get("CXR_TEST_BOOK") == "fixture" or not book_builder.discover_notebooks(notebooks)
     if fixture:
         notebooks = FIXTURES / "notebooks"
     with pytest.MonkeyPatch.context() as mp:
@@ -40,11 +40,11 @@ def smoke_book(tmp_path_factory):
             mp.setenv("CXR_CACHE_DIR", str(tmp / "cache"))
         mp.setenv("PYTHONPATH", os.pathsep.join([str(FIXTURES), os.environ.get("PYTHONPATH", "")]))
         mp.syspath_prepend(str(FIXTURES))
-        result = runner.build_book("smoke", book=book, notebooks_dir=notebooks, runs_dir=tmp / "runs", pdf=True)
+        result = book_builder.build_book("smoke", book=book, notebooks_dir=notebooks, runs_dir=tmp / "runs", pdf=True)
         # Built twice: the second build must resume (no notebook rerun) and still produce the book.
-        again = runner.build_book("smoke", book=book, notebooks_dir=notebooks, runs_dir=tmp / "runs", pdf=False)
+        again = book_builder.build_book("smoke", book=book, notebooks_dir=notebooks, runs_dir=tmp / "runs", pdf=False)
     return {"book": book, "html": book / "_build" / "html", "result": result, "again": again,
-            "notebooks": runner.discover_notebooks(notebooks)}
+            "notebooks": book_builder.discover_notebooks(notebooks)}
 
 
 def _pages(smoke_book):
@@ -67,7 +67,7 @@ def test_every_notebook_is_a_chapter_and_missing_ones_are_listed(smoke_book):
     for nb in smoke_book["notebooks"]:
         assert (html / "chapters" / f"{nb.stem}.html").is_file(), nb
     status = (html / "chapters" / "status.html").read_text()
-    planned = runner.planned_chapters(smoke_book["book"])
+    planned = book_builder.planned_chapters(smoke_book["book"])
     present = {int(nb.name[:2]) for nb in smoke_book["notebooks"]}
     for c in planned:
         if c["number"] not in present:
@@ -110,6 +110,32 @@ def test_figures_are_numbered_labelled_and_citable(smoke_book):
     assert n_figures >= 1
 
 
+def test_chapters_open_with_prose_and_rerun_command_reproduces_the_run(smoke_book):
+    """No import or parameter cell is rendered; each chapter shows its configuration and a command
+    that, typed into a shell, resolves the same config (same hash) as the run the chapter shows."""
+    import html as html_lib
+    import shlex
+
+    from cxrlib.notebook_params import collect_params, read_notebook, resolve_config
+
+    for nb in smoke_book["notebooks"]:
+        page = (smoke_book["html"] / "chapters" / f"{nb.stem}.html").read_text()
+        text = html_lib.unescape(re.sub(r"<[^>]+>", "", page))
+        for plumbing in ("from_notebook(", "overrides = {}", "import ", "start_run("):
+            assert plumbing not in text, (nb.stem, plumbing)
+        assert "Configuration of this run" in text and "Rerun this chapter" in text
+        assert text.index("Overview") < text.index("Configuration of this run") if "Overview" in text else True
+        command = re.search(r"^cxr run .*$", text, flags=re.M).group(0)
+        args = shlex.split(command)[2:]
+        notebook, rest = args[0], args[1:]
+        profile = rest[rest.index("--profile") + 1]
+        pairs = [(rest[i + 1], rest[i + 2]) for i, a in enumerate(rest) if a == "-p"]
+        spec = read_notebook(project_root() / notebook)
+        cfg, _ = resolve_config(spec, collect_params(pairs), profile, raw=dict(pairs))
+        run_hash = re.search(r"configuration hash\s+(\w+)", text).group(1)
+        assert cfg.hash() == run_hash, (nb.stem, command)
+
+
 def test_pages_render_in_headless_chromium(smoke_book):
     from io import BytesIO
 
@@ -139,6 +165,9 @@ def test_pages_render_in_headless_chromium(smoke_book):
             if path.parent.name == "chapters" and path.stem in {nb.stem for nb in smoke_book["notebooks"]}:
                 if page.locator("figure img").count() < 1:
                     problems.append(f"{path.name}: no figure")
+                visible = page.inner_text("main")
+                if "from_notebook(" in visible or "overrides = {}" in visible or "cxr run" not in visible:
+                    problems.append(f"{path.name}: plumbing visible or no rerun command")
             if path.name == "models.html" and page.locator("mjx-container").count() < 3:
                 problems.append("models.html: MathJax did not typeset the equations")
         browser.close()
@@ -177,7 +206,7 @@ def test_interrupted_book_build_resumes(tmp_path, monkeypatch):
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(60) == 130
     (first,) = [p for p in (runs / "01_tiny").iterdir() if not p.name.startswith(".")]
-    assert runner.is_complete(first)
+    assert execution.is_complete(first)
     assert [p for p in (runs / "02_tiny").iterdir() if not p.name.endswith(".lock")] == []
     finished = (first / "run.json").read_bytes()
 
@@ -185,6 +214,6 @@ def test_interrupted_book_build_resumes(tmp_path, monkeypatch):
     monkeypatch.setenv("CXR_CACHE_DIR", env["CXR_CACHE_DIR"])
     monkeypatch.setenv("PYTHONPATH", env["PYTHONPATH"])
     monkeypatch.syspath_prepend(str(FIXTURES))
-    result = runner.build_book("smoke", book=book, notebooks_dir=nbs, runs_dir=runs, pdf=False)
+    result = book_builder.build_book("smoke", book=book, notebooks_dir=nbs, runs_dir=runs, pdf=False)
     assert [(c["notebook"], c["status"]) for c in result.chapters] == [("01_tiny.ipynb", "up to date"), ("02_tiny.ipynb", "ran")]
     assert (first / "run.json").read_bytes() == finished  # the finished run was not recomputed

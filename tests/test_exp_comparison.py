@@ -9,6 +9,7 @@ from cxrlib.config import ConfigError
 from cxrlib.data.base import ArrayDataset
 from cxrlib.data.labels import CHEXPERT_LABELS
 from cxrlib.experiments import comparison as C
+from cxrlib.experiments import generator_families as G
 
 LABELS = ("Cardiomegaly", "Edema", "Pleural Effusion")
 
@@ -45,21 +46,21 @@ def test_config_validation_and_plan():
     # the latent recipe is shared with chapter 8: same options from both configs
     from cxrlib.experiments import img2img
 
-    assert C.latent_options(C.Config.from_params(profile="cpu")) == C.latent_options(img2img.Config.from_params(profile="cpu"))
+    assert G.latent_options(C.Config.from_params(profile="cpu")) == G.latent_options(img2img.Config.from_params(profile="cpu"))
 
 
 def test_few_shot_subset():
     ds = dataset()
-    few = C.few_shot_subset(ds, LABELS, 3, seed=0)
+    few = G.few_shot_subset(ds, LABELS, 3, seed=0)
     y, m = few.targets()
     cols = [list(few.label_names).index(l) for l in LABELS]
     assert len(few) <= 4 * 3
     assert all(y[:, c].sum() >= min(3, 1) for c in cols)  # every label has positives
     assert ((y[:, cols] == 0).all(axis=1)).sum() >= 3  # and k images without a study finding
     assert few.meta["image_id"].is_unique
-    again = C.few_shot_subset(ds, LABELS, 3, seed=0)
+    again = G.few_shot_subset(ds, LABELS, 3, seed=0)
     assert few.meta["image_id"].tolist() == again.meta["image_id"].tolist()  # seeded
-    assert few.meta["image_id"].tolist() != C.few_shot_subset(ds, LABELS, 3, seed=1).meta["image_id"].tolist()
+    assert few.meta["image_id"].tolist() != G.few_shot_subset(ds, LABELS, 3, seed=1).meta["image_id"].tolist()
 
 
 def test_train_cached_trains_once(cache_dir):
@@ -73,9 +74,9 @@ def test_train_cached_trains_once(cache_dir):
         (out_dir / "train_log.csv").write_text("step,loss\n1,0.5\n")
         return out_dir / "model"
 
-    a = C.train_cached("gan", "t", {"steps": 3}, ds, fake_train, version=1, device="cpu", progress=False)
-    b = C.train_cached("gan", "t", {"steps": 3}, ds, fake_train, version=1, device="cpu", progress=False)
-    c = C.train_cached("gan", "t", {"steps": 3}, ds, fake_train, version=2, device="cpu", progress=False)
+    a = G.train_cached("gan", "t", {"steps": 3}, ds, fake_train, version=1, device="cpu", progress=False)
+    b = G.train_cached("gan", "t", {"steps": 3}, ds, fake_train, version=1, device="cpu", progress=False)
+    c = G.train_cached("gan", "t", {"steps": 3}, ds, fake_train, version=2, device="cpu", progress=False)
     assert a == b and a != c and calls == [3, 3]
     assert (a.parent / "train_log.csv").exists()
 

@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import kendalltau, spearmanr
 
 from cxrlib.config import ConfigError
-from cxrlib.experiments import common
+from cxrlib.experiments import synthetic
 from cxrlib.experiments import fidelity_utility as F
 
 
@@ -40,7 +40,7 @@ def test_pretraining_config_shares_the_generator_recipe():
 def test_variants_cover_each_family_without_duplicates(monkeypatch):
     cfg = F.Config.from_params(profile="smoke", guidance=1.0, guidance_scales=(0.0, 1.0), samplers=("dpm++-2", "ddim-4"),
                                pretraining_variants="never")  # guidance 1.0 and ddim-4 (smoke) are the defaults
-    monkeypatch.setattr(common, "main_generator", lambda cfg, sets, progress=True: {15: "g15", 30: "g30"})
+    monkeypatch.setattr(synthetic, "main_generator_snapshots", lambda cfg, sets, progress=True: {15: "g15", 30: "g30"})
     var = F.variants(cfg, sets=None)
     assert list(var.family) == ["checkpoint", "default", "guidance", "sampler"]
     assert list(var.index) == ["EMA @ step 15", "final (ddim-4, w=1)", "w=0", "dpm++-2"]

@@ -8,8 +8,7 @@ import pytest
 from cxrlib.config import ConfigError
 from cxrlib.data.base import ArrayDataset
 from cxrlib.experiments import imbalance as I
-from cxrlib.sampling import balanced_conditions
-
+from cxrlib.generators.conditions import balanced_conditions
 LABELS = ("Cardiomegaly", "Edema", "Pleural Effusion")
 pytestmark = pytest.mark.filterwarnings("ignore:Precision loss occurred:RuntimeWarning")  # t-test of equal fake values
 
@@ -150,8 +149,8 @@ def test_evaluate_arms_policies_share_predictions(monkeypatch):
     monkeypatch.setattr("cxrlib.classify.predict", fake_predict)
     cfg = I.Config.from_params(profile="smoke", labels=LABELS, n_seeds=2, n_boot=20)
     arms = {"real": [val], "real+minority": [val, val]}
-    res = I.evaluate_arms(cfg, arms, sets, reference="real", policies=("fixed", "youden"), balanced=["real"],
-                          test_sets={"internal": test}, progress=False)
+    res = common.evaluate_arms(cfg, arms, sets, reference="real", metrics=I.REPORTED_METRICS, policies=("fixed", "youden"),
+                               balanced=["real"], test_sets={"internal": test}, progress=False)
     assert sorted(trained) == [(1, 0, True), (1, 1, True), (2, 0, False), (2, 1, False)]
     assert set(res[res.policy == ""].metric) == {"auroc", "auroc_diff"}
     assert set(res[res.policy == "youden"].metric) == set(I.REPORTED_METRICS) - {"auroc"}

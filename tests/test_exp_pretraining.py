@@ -9,7 +9,7 @@ import torch
 from cxrlib.config import ConfigError
 from cxrlib.data.base import ArrayDataset
 from cxrlib.data.labels import LabelPolicy
-from cxrlib.experiments import common
+from cxrlib.experiments import common, synthetic
 from cxrlib.experiments import pretraining as P
 
 LABELS = common.SMOKE_LABELS
@@ -83,7 +83,7 @@ def test_cached_lookup_matches_training_and_fine_tuning(cache_dir):
                                ft_steps=2)
     sets = fake_sets(cfg)
     assert P.pretrained(cfg, sets, cached_only=True) is None  # nothing trained yet, nothing trained by the lookup
-    pre = common.pretrained_generator(cfg, sets, progress=False)
+    pre = synthetic.pretrained_generator(cfg, sets, progress=False)
     assert P.pretrained(cfg, sets, cached_only=True) == pre
     assert P.finetuned(cfg, sets.train, pre, cached_only=True) is None
     ft = P.finetuned(cfg, sets.train, pre, progress=False)
@@ -91,8 +91,7 @@ def test_cached_lookup_matches_training_and_fine_tuning(cache_dir):
     assert P.finetuned(cfg.replace(ft_steps=3), sets.train, pre, cached_only=True) is None  # another recipe
     gens = P.generators(cfg, sets, cached_only=True)  # the scratch generator was never trained: left out
     assert list(gens.index) == ["pretrained+FT 50%"] and gens.loc["pretrained+FT 50%", "path"] == str(ft)
-    from cxrlib.diffusion import load_generator
-
+    from cxrlib.generators.ddpm import load_generator
     info = load_generator(ft)
     assert info.generator_id != load_generator(pre).generator_id  # fine-tuning changed the weights
 

@@ -9,6 +9,7 @@ import torch
 from cxrlib.config import ConfigError
 from cxrlib.data.base import ArrayDataset
 from cxrlib.experiments import supplementation as S
+from cxrlib.experiments import synthetic as SY
 
 LABELS = ("Cardiomegaly", "Edema", "Pleural Effusion")
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -37,7 +38,7 @@ def test_config_checks_percentages():
 
 def test_duplicates_cycle_the_real_set():
     r = real_set(4)
-    d = S.duplicates(r, 10)
+    d = SY.duplicates(r, 10)
     x = d.to_tensors()[0][:, 0, 0, 0].numpy()
     assert len(d) == 10 and x.tolist() == [0, 20, 40, 60, 0, 20, 40, 60, 0, 20]
     assert d.meta["patient_id"].tolist()[:5] == ["p0", "p0", "p1", "p1", "p0"]
@@ -68,7 +69,7 @@ def test_build_arms_sizes_prefixes_and_controls():
 def test_natural_stream_is_chunked_and_prefix_stable(tmp_path, cache_dir):
     """Real sampling with a tiny generator: chunks of ceil(|R|/4) images, cached one by one; a smaller
     set is a prefix of a larger one; conditions are rows of R; patient ids are unique across chunks."""
-    from cxrlib.diffusion import save_generator
+    from cxrlib.generators.ddpm import save_generator
     from cxrlib.experiments.common import StudyConfig
     from cxrlib.models.unet import ConditionalUNet, generator_config
 
@@ -81,9 +82,9 @@ def test_natural_stream_is_chunked_and_prefix_stable(tmp_path, cache_dir):
         gen_dir = save_generator(model, tmp_path / "gen")
         cfg = StudyConfig.from_params(profile="smoke", labels=LABELS, sampler="ddim", sampler_steps=2, guidance=0.0)
         r = real_set(10)  # chunks of 3 images
-        assert S.chunk_size(10) == 3
-        small = S.natural_synthetic(cfg, gen_dir, r, 4, progress=False)
-        big = S.natural_synthetic(cfg, gen_dir, r, 8, progress=False)
+        assert SY.chunk_size(10) == 3
+        small = SY.natural_synthetic(cfg, gen_dir, r, 4, progress=False)
+        big = SY.natural_synthetic(cfg, gen_dir, r, 8, progress=False)
     finally:
         torch.set_num_threads(n_threads)
     assert len(small) == 4 and len(big) == 8
@@ -91,10 +92,10 @@ def test_natural_stream_is_chunked_and_prefix_stable(tmp_path, cache_dir):
     assert len(list((cache_dir / "synthetic").iterdir())) == 3  # chunks 0, 1, 2 (the second call sampled only chunk 2)
     assert big.meta["patient_id"].is_unique and big.meta["patient_id"].iloc[3] == "natural-1-0"
     # labels are the conditions: rows of R drawn with replacement, chunk by chunk
-    c0 = S.chunk_conditions(cfg, r, 0)
+    c0 = SY.chunk_conditions(cfg, r, 0)
     assert np.array_equal(big.meta[list(LABELS)].to_numpy()[:3], c0[list(LABELS)].to_numpy())
     assert np.array_equal(c0[list(LABELS)].to_numpy(), r.meta[list(LABELS)].to_numpy()[c0["source_row"]])
-    assert not c0.equals(S.chunk_conditions(cfg, r, 1))
+    assert not c0.equals(SY.chunk_conditions(cfg, r, 1))
 
 
 def fake_results():

@@ -5,6 +5,7 @@ import pytest
 
 from cxrlib.config import ConfigError
 from cxrlib.experiments import common as c
+from cxrlib.experiments import synthetic as S
 
 
 def test_profiles_resolve_and_validate():
@@ -28,7 +29,7 @@ def test_merge_profiles_keeps_study_presets():
 
 def test_generator_options_follow_the_config():
     cfg = c.StudyConfig.from_params(profile="smoke", gen_channels=(24, 48), gen_lr=5e-4)
-    o = c.generator_options(cfg)
+    o = S.generator_options(cfg)
     assert o["channels"] == (24, 48) and o["lr"] == 5e-4 and o["labels"] == c.SMOKE_LABELS
     assert all(ch % o["norm_groups"] == 0 for ch in o["channels"]) and o["attention"] == (False, True)
     assert o["lr_schedule"] == "constant"  # snapshots are extensions of one run
@@ -37,8 +38,6 @@ def test_generator_options_follow_the_config():
 def test_work_folder_past_a_missing_snapshot_restarts(tmp_path, monkeypatch):
     """A run interrupted at step 6 under one checkpoint schedule cannot give the snapshot at step 3 that
     another schedule asks for: the work folder is discarded (with a warning), not an error."""
-    import warnings
-
     from cxrlib import cache as C
 
     monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
@@ -54,8 +53,8 @@ def test_work_folder_past_a_missing_snapshot_restarts(tmp_path, monkeypatch):
 
     monkeypatch.setattr(C, "get_or_create", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        c.train_cached_generator(cfg, train, name="t", steps=8, checkpoints=(6,), progress=False)
+        S.train_cached_generator(cfg, train, name="t", steps=8, checkpoints=(6,), progress=False)
     monkeypatch.setattr(C, "get_or_create", real_get_or_create)
     with pytest.warns(UserWarning, match="past the snapshot at step 3"):
-        snaps = c.train_cached_generator(cfg, train, name="t", steps=8, checkpoints=(3,), progress=False)
+        snaps = S.train_cached_generator(cfg, train, name="t", steps=8, checkpoints=(3,), progress=False)
     assert sorted(snaps) == [3, 8] and all((p / "model").is_dir() for p in snaps.values())

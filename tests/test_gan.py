@@ -1,4 +1,4 @@
-"""The label-conditional GAN (cxrlib.models.gan) on tiny configs, CPU, seconds."""
+"""The label-conditional GAN (cxrlib.generators.gan) on tiny configs, CPU, seconds."""
 
 import json
 
@@ -9,10 +9,11 @@ import torch
 
 from cxrlib.data.base import ArrayDataset
 from cxrlib.data.labels import CHEXPERT_LABELS
-from cxrlib.models import gan as G
+from cxrlib.generators import gan as G
+from cxrlib.generators.synthetic_sets import write_gan_set
 from cxrlib.models.unet import Condition
-from cxrlib.sampling import explicit_conditions, load_synthetic_set
-
+from cxrlib.generators.conditions import explicit_conditions
+from cxrlib.generators.synthetic_sets import load_synthetic_set
 LABELS = ["Cardiomegaly", "Edema", "Pleural Effusion"]
 TINY = dict(G.GAN_PRESETS["tiny"])
 ARCH = {k: TINY[k] for k in ("image_size", "z_dim", "g_channels", "d_channels", "cond_hidden")}
@@ -132,7 +133,7 @@ def test_synthetic_set_round_trip(tmp_path):
     g, _ = models()
     G.save_gan(g, tmp_path / "gan")
     conds = explicit_conditions(np.eye(3)[[0, 1, 2, 0]], label_names=LABELS, sex=["F", "M", None, "F"], age=[50, 60, None, 70])
-    out = G.write_gan_set(tmp_path / "gan", conds, tmp_path / "set", seed=7, batch_size=3, progress=False)
+    out = write_gan_set(tmp_path / "gan", conds, tmp_path / "set", seed=7, batch_size=3, progress=False)
     ds = load_synthetic_set(out)  # verifies every sha256
     m = pd.read_csv(out / "manifest.csv")
     assert len(ds) == 4 and list(ds.label_names) == LABELS
@@ -141,12 +142,10 @@ def test_synthetic_set_round_trip(tmp_path):
     y, mask = ds.targets()
     assert np.array_equal(y, np.eye(3)[[0, 1, 2, 0]])
     # any-kind dispatch and the loader's checks
-    from cxrlib.models.generated_sets import generator_kind, load_any_generator
-
+    from cxrlib.generators.synthetic_sets import generator_kind, load_any_generator
     assert generator_kind(tmp_path / "gan") == "gan"
     assert load_any_generator(tmp_path / "gan").generator_id == ds.meta["patient_id"].iloc[0].split("-")[1]
-    from cxrlib.diffusion import load_generator
-
+    from cxrlib.generators.ddpm import load_generator
     with pytest.raises(ValueError, match=r"describes a 'gan' generator, not a pixel DDPM"):
         load_generator(tmp_path / "gan")  # a folder of another kind is named, not a KeyError
     cfgj = json.loads((tmp_path / "gan" / "config.json").read_text())

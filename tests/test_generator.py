@@ -1,4 +1,4 @@
-"""The conditional DDPM (cxrlib.models.unet, cxrlib.diffusion) on a tiny UNet, CPU, seconds."""
+"""The conditional DDPM (cxrlib.models.unet, cxrlib.generators.ddpm) on a tiny UNet, CPU, seconds."""
 
 import numpy as np
 import pandas as pd
@@ -7,7 +7,8 @@ import torch
 
 from cxrlib.data.base import ArrayDataset
 from cxrlib.data.labels import CHEXPERT_LABELS
-from cxrlib.diffusion import GENERATOR_PRESETS, load_generator, save_resume_state, train_generator
+from cxrlib.generators.ddpm import load_generator, train_generator
+from cxrlib.generators.training_utils import save_resume_state
 from cxrlib.io import load_tensors, safe_torch_load
 from cxrlib.models.unet import Condition, ConditionalUNet, generator_config
 
@@ -22,7 +23,10 @@ def one_thread():
 
 
 LABELS = ["Cardiomegaly", "Edema", "Pleural Effusion"]
-TINY = {k: v for k, v in GENERATOR_PRESETS["tiny"].items()}
+# A few thousand parameters, 16 px: seconds.
+TINY = dict(image_size=16, channels=(8, 16), layers_per_block=1, attention=(False, False), norm_groups=4,
+            cond_hidden=16, total_steps=6, batch_size=4, lr=1e-3, warmup_steps=2, ema_decay=0.9,
+            checkpoint_every=3, sample_every=0, log_every=1)
 ARCH = {k: TINY[k] for k in ("image_size", "channels", "layers_per_block", "attention", "norm_groups", "cond_hidden")}
 
 
@@ -110,8 +114,8 @@ class Interrupt(Exception):
 
 
 def _loss_hook(monkeypatch, at_call, action):
-    """Patch cxrlib.diffusion.diffusion_loss so its ``at_call``-th call (1-based step) raises or returns NaN."""
-    import cxrlib.diffusion as diffusion
+    """Patch cxrlib.generators.ddpm.diffusion_loss so its ``at_call``-th call (1-based step) raises or returns NaN."""
+    import cxrlib.generators.ddpm as diffusion
 
     real, calls = diffusion.diffusion_loss, [0]
 

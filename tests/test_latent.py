@@ -1,4 +1,4 @@
-"""The latent diffusion model and its image-to-image mode (cxrlib.models.latent), tiny configs, CPU."""
+"""The latent diffusion model and its image-to-image mode (cxrlib.generators.latent), tiny configs, CPU."""
 
 import json
 
@@ -9,10 +9,12 @@ import torch
 
 from cxrlib.data.base import ArrayDataset
 from cxrlib.data.labels import CHEXPERT_LABELS
-from cxrlib.models import latent as LD
+from cxrlib.generators import latent as LD
+from cxrlib.generators import latent_sampling as LS
+from cxrlib.generators.synthetic_sets import write_latent_set
 from cxrlib.models.unet import Condition
-from cxrlib.sampling import explicit_conditions, load_synthetic_set
-
+from cxrlib.generators.conditions import explicit_conditions
+from cxrlib.generators.synthetic_sets import load_synthetic_set
 LABELS = ["Cardiomegaly", "Edema", "Pleural Effusion"]
 TINY = dict(LD.LATENT_PRESETS["tiny"])
 
@@ -94,29 +96,29 @@ def test_sampling_per_image_and_img2img(trained):
     m = LD.load_latent_diffusion(model_dir)
     c = cond(np.eye(3)[np.arange(5) % 3])
     seeds = [1, 2, 3, 4, 5]
-    a = LD.sample_latent(m, c, seeds, sampler="ddim", steps=4, guidance=1.0, batch_size=5)
-    b = LD.sample_latent(m, c, seeds, sampler="ddim", steps=4, guidance=1.0, batch_size=2)
+    a = LS.sample_latent(m, c, seeds, sampler="ddim", steps=4, guidance=1.0, batch_size=5)
+    b = LS.sample_latent(m, c, seeds, sampler="ddim", steps=4, guidance=1.0, batch_size=2)
     assert a.shape == (5, 1, 16, 16) and torch.equal(a, b)
     src = torch.rand(5, 1, 16, 16)
     # strength 0 runs no denoising step: the autoencoder's reconstruction of the source
     with torch.no_grad():
         rec = m.decode(m.encode(src))
-    r0 = LD.sample_latent(m, c, seeds, sampler="dpm++", steps=4, init_images=src, strength=0.0)
+    r0 = LS.sample_latent(m, c, seeds, sampler="dpm++", steps=4, init_images=src, strength=0.0)
     assert torch.allclose(r0, rec, atol=1e-5)
-    r5 = LD.sample_latent(m, c, seeds, sampler="dpm++", steps=4, init_images=src, strength=0.5)
-    r5b = LD.sample_latent(m, c, seeds, sampler="dpm++", steps=4, init_images=src, strength=0.5, batch_size=3)
+    r5 = LS.sample_latent(m, c, seeds, sampler="dpm++", steps=4, init_images=src, strength=0.5)
+    r5b = LS.sample_latent(m, c, seeds, sampler="dpm++", steps=4, init_images=src, strength=0.5, batch_size=3)
     assert torch.equal(r5, r5b) and not torch.allclose(r5, rec)
     with pytest.raises(ValueError, match="strength"):
-        LD.sample_latent(m, c, seeds, init_images=src, strength=1.5)
+        LS.sample_latent(m, c, seeds, init_images=src, strength=1.5)
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "dpm++", "ddpm"])
 def test_img2img_timesteps_follow_diffusers(sampler):
     sched = {"num_train_timesteps": 1000, "beta_schedule": "linear", "prediction_type": "epsilon"}
     for steps, strength in ((10, 0.5), (10, 0.75), (20, 1.0), (7, 0.3)):
-        s = LD.latent_scheduler(sampler, sched)
+        s = LS.latent_scheduler(sampler, sched)
         s.set_timesteps(steps)
-        ts = LD.img2img_timesteps(s, steps, strength)
+        ts = LS.img2img_timesteps(s, steps, strength)
         assert len(ts) == int(steps * strength)  # the last ⌊strength·steps⌋ timesteps ...
         assert torch.equal(ts, s.timesteps[len(s.timesteps) - len(ts):])  # ... of the full schedule
     assert "clip_sample" not in s.config or s.config.clip_sample is False  # latents are not clipped to [-1, 1]
@@ -127,7 +129,7 @@ def test_img2img_set_round_trip(trained, tmp_path):
     src = random_dataset(n=4, seed=5)
     conds = explicit_conditions(np.eye(3)[[0, 0, 1, 2]], label_names=LABELS)
     conds["source_row"] = [3, 2, 1, 0]
-    out = LD.write_latent_set(model_dir, conds, tmp_path / "set", seed=3, sampler="ddim", steps=4, source=src, strength=0.6,
+    out = write_latent_set(model_dir, conds, tmp_path / "set", seed=3, sampler="ddim", steps=4, source=src, strength=0.6,
                               progress=False)
     ds = load_synthetic_set(out)
     man = pd.read_csv(out / "manifest.csv")
@@ -136,7 +138,7 @@ def test_img2img_set_round_trip(trained, tmp_path):
     assert json.loads((out / "synthetic_set.json").read_text())["extra"]["strength"] == 0.6
     bad = conds.drop(columns="source_row")
     with pytest.raises(ValueError, match="source_row"):
-        LD.write_latent_set(model_dir, bad, tmp_path / "bad", seed=3, source=src, progress=False)
+        write_latent_set(model_dir, bad, tmp_path / "bad", seed=3, source=src, progress=False)
 
 
 @pytest.mark.parametrize("ptype", ["epsilon", "v_prediction"])
@@ -150,7 +152,7 @@ def test_clip_prediction_clamps_the_implied_clean_latent(ptype):
     eps = torch.tensor([[0.1, -0.2, 0.3, 1.0]])
     z = a * x0 + s * eps
     pred = eps if ptype == "epsilon" else a * eps - s * x0
-    out = LD.clip_prediction(pred, z, t, ac, ptype, clip=4.0)
+    out = LS.clip_prediction(pred, z, t, ac, ptype, clip=4.0)
     x0_out = (z - s * out) / a if ptype == "epsilon" else a * z - s * out
     assert torch.allclose(x0_out, x0.clamp(-4, 4), atol=1e-3)
     assert torch.allclose(out[:, :2], pred[:, :2], atol=1e-4)  # inside the range: unchanged

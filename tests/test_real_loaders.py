@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from cxrlib.data import DataError, LabelPolicy, load_dataset, load_meta
-from cxrlib.data import real
+from cxrlib.data import kermany, medmnist, real
 from cxrlib.data.labels import CHEXPERT_LABELS
 from cxrlib.data.manifests import build_splits, write_manifest
 
@@ -166,7 +166,7 @@ def make_kermany(root: Path, *, extra: dict[str | bytes, bytes] | None = None) -
 
 def make_medmnist(root: Path, flavor: str = "pneumoniamnist", n: int = 6) -> Path:
     rng = np.random.default_rng(0)
-    n_labels = len(real.MEDMNIST_LABELS[flavor])
+    n_labels = len(medmnist.MEDMNIST_LABELS[flavor])
     arrays = {}
     for s, k in (("train", n), ("val", 2), ("test", 3)):
         arrays[f"{s}_images"] = rng.integers(0, 256, (k, 28, 28), dtype=np.uint8)
@@ -306,9 +306,9 @@ def test_kermany_loader(tmp_path):
     assert r.loc["train/NORMAL/NORMAL2-IM-0771-0001.jpeg", "patient_id"] == "NORMAL2-IM-0771"
     assert len(load_dataset("kermany", root=root, split="test")) == 2
     assert len(load_dataset("kermany", root=root)) == len(KERMANY_FILES)
-    assert real.parse_kermany_name("person1_virus_6.jpeg", "PNEUMONIA") == ("person1", "virus")
+    assert kermany.parse_kermany_name("person1_virus_6.jpeg", "PNEUMONIA") == ("person1", "virus")
     with pytest.raises(ValueError, match="bacterial from viral"):
-        real.parse_kermany_name("person1_6.jpeg", "PNEUMONIA")
+        kermany.parse_kermany_name("person1_6.jpeg", "PNEUMONIA")
 
 
 # --- MedMNIST --------------------------------------------------------------------------------------
@@ -317,7 +317,7 @@ def test_medmnist_loader(tmp_path, flavor):
     root = make_medmnist(tmp_path / "medmnist", flavor)
     ds = load_dataset(flavor, root=root, split="train", size=32)  # the folder; the file works too
     check_sample(ds, 32)
-    assert len(ds) == 6 and ds.label_names == real.MEDMNIST_LABELS[flavor]
+    assert len(ds) == 6 and ds.label_names == medmnist.MEDMNIST_LABELS[flavor]
     with np.load(root / f"{flavor}.npz") as z:
         assert np.array_equal(ds.raw_labels(), z["train_labels"].astype(float))
         # upsampled 28 -> 56 keeps the mean intensity

@@ -7,17 +7,16 @@ import pandas as pd
 import pytest
 
 from cxrlib.experiments import common as c
-from cxrlib.sampling import prevalence_conditions
-
-
+from cxrlib.experiments import synthetic as S
+from cxrlib.generators.conditions import prevalence_conditions
 def _pipeline():
     cfg = c.StudyConfig.from_params(profile="smoke", n_pool=120, n_val=60, n_test=80, external_sites=(), gen_steps=6,
                                     gen_checkpoints=(3,), gen_channels=(8, 16), gen_batch_size=8, sampler_steps=3, n_boot=20)
     sets = c.real_sets(cfg, progress=False)
-    gen = c.main_generator(cfg, sets, progress=False)[cfg.gen_steps]
-    syn = c.synthetic_set(cfg, gen, prevalence_conditions(sets.train, 16, label_names=cfg.labels, seed=0), name="t",
+    gen = S.main_generator(cfg, sets, progress=False)
+    syn = S.synthetic_set(cfg, gen, prevalence_conditions(sets.train, 16, label_names=cfg.labels, seed=0), name="t",
                           progress=False)
-    res = c.run_arms(cfg, {"real": [sets.train], "real+syn": [sets.train, syn]}, sets, reference="real", progress=False)
+    res = c.evaluate_arms(cfg, {"real": [sets.train], "real+syn": [sets.train, syn]}, sets, reference="real", progress=False)
     return res, hashlib.sha256(syn.to_tensors()[0].numpy().tobytes()).hexdigest()
 
 
@@ -43,7 +42,7 @@ def test_smoke_notebook_twice_same_results_and_synthetic_bytes(tmp_path, monkeyp
     at the smoke profile in two fresh caches: byte-identical results tables and synthetic images."""
     from pathlib import Path
 
-    from cxrlib.runner import run_notebook
+    from cxrlib.execution import run_notebook
 
     nb = Path(__file__).resolve().parents[1] / "notebooks" / "03_imbalance.ipynb"
     runs = []

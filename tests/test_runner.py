@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cxrlib import runner
+from cxrlib import book as book_builder, execution, notebook_params, run_context
 from cxrlib.cli import main as cxr_main
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -32,21 +32,21 @@ def fixture_env(tmp_path, monkeypatch, cache_dir):
 
 
 def test_yaml_literal_values_and_param_files(tmp_path, fixture_env):
-    assert runner.parse_value("1") == 1
-    assert runner.parse_value("1e-3") == pytest.approx(1e-3)  # YAML 1.1 alone would give a string
-    assert runner.parse_value("0.5") == 0.5
-    assert runner.parse_value("true") is True
-    assert runner.parse_value("[1, 2]") == [1, 2]
-    assert runner.parse_value("cuda:0") == "cuda:0"
-    assert runner.parse_value("null") is None
+    assert notebook_params.parse_value("1") == 1
+    assert notebook_params.parse_value("1e-3") == pytest.approx(1e-3)  # YAML 1.1 alone would give a string
+    assert notebook_params.parse_value("0.5") == 0.5
+    assert notebook_params.parse_value("true") is True
+    assert notebook_params.parse_value("[1, 2]") == [1, 2]
+    assert notebook_params.parse_value("cuda:0") == "cuda:0"
+    assert notebook_params.parse_value("null") is None
     # a text field keeps the text as typed ("yes" is not YAML's True for it); a number field does not
-    spec = runner.read_notebook(NB)
-    _, injected = runner.resolve_config(spec, {"hold_file": True, "gen_steps": 5}, "smoke",
+    spec = notebook_params.read_notebook(NB)
+    _, injected = notebook_params.resolve_config(spec, {"hold_file": True, "gen_steps": 5}, "smoke",
                                         raw={"hold_file": "yes", "gen_steps": "5"})
     assert injected["hold_file"] == "yes" and injected["gen_steps"] == 5
     f = tmp_path / "p.yaml"
     f.write_text("seed: 3\nclf_lr: 2e-2\n")
-    assert runner.collect_params([("seed", "4")], [str(f)]) == {"seed": 4, "clf_lr": pytest.approx(0.02)}
+    assert notebook_params.collect_params([("seed", "4")], [str(f)]) == {"seed": 4, "clf_lr": pytest.approx(0.02)}
 
 
 @pytest.mark.parametrize(
@@ -70,26 +70,57 @@ def test_bad_parameters_exit_nonzero_naming_them(fixture_env, capsys, args, expe
 def test_notebook_contract_is_checked(tmp_path, fixture_env):
     nb = nbformat.read(NB, as_version=4)
     bad = tmp_path / "01_bad.ipynb"
-    # a parameters cell that misses a config field (papermill would silently inject it)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    cell.source = cell.source.replace("clf_lr = None\n", "")
+    original = cell.source
+    # the cell need not list every field: the others come from the profile or `overrides`
+    cell.source = original.replace("n_points = None\n", "")
     nbformat.write(nb, bad)
-    with pytest.raises(ValueError, match=r"config fields missing from the cell: \['clf_lr'\]"):
-        runner.read_notebook(bad)
+    assert "n_points" not in notebook_params.read_notebook(bad).parameter_names
+    for source, message in [
+        (original + "\nn_pointz = 3", r"not config fields: \['n_pointz'\]"),
+        (original.replace("overrides = {}", "overrides = {'clf_lrr': 0.1}"), r"unknown parameter 'clf_lrr'.*Did you mean 'clf_lr'"),
+        (original.replace("overrides = {}", "overrides = [1]"), "must be a mapping"),
+        (original + "\nimport os", "may hold only assignments"),
+        (original.replace('hold_file = ""', "hold_file = str(1)"), "'hold_file' of the parameters cell is not a literal"),
+    ]:
+        cell.source = source
+        nbformat.write(nb, bad)
+        with pytest.raises(ValueError, match=message):
+            notebook_params.read_notebook(bad)
+    cell.source = original
     del nb.metadata["cxrlib"]
     nbformat.write(nb, bad)
     with pytest.raises(ValueError, match="cxrlib.config"):
-        runner.read_notebook(bad)
+        notebook_params.read_notebook(bad)
+
+
+def test_any_config_field_is_a_parameter_once(fixture_env):
+    """A field the parameters cell does not list can be set by -p, by `overrides` or in a -f file's
+    `overrides:`; all three resolve the same config. Given twice, it is an error naming it."""
+    spec = notebook_params.read_notebook(NB)
+    assert "clf_lr" not in spec.parameter_names
+    direct, injected = notebook_params.resolve_config(spec, {"clf_lr": 0.5}, "smoke")
+    nested, _ = notebook_params.resolve_config(spec, {"overrides": {"clf_lr": 0.5}}, "smoke")
+    assert direct.clf_lr == 0.5 and direct.hash() == nested.hash()
+    # the notebook resolves the same config from its namespace: the cell, then papermill's variables
+    in_kernel = spec.config_cls.from_notebook({**spec.cell, **injected})
+    assert in_kernel.hash() == direct.hash()
+    via_overrides = spec.config_cls.from_notebook({**spec.cell, "profile": "smoke", "overrides": {"clf_lr": 0.5}})
+    assert via_overrides.hash() == direct.hash()
+    with pytest.raises(ValueError, match="'clf_lr' is given twice"):
+        spec.config_cls.from_notebook({**spec.cell, "clf_lr": 0.5, "overrides": {"clf_lr": 0.4}})
+    with pytest.raises(ValueError, match="'clf_lr' is given twice"):
+        notebook_params.resolve_config(spec, {"clf_lr": 0.5, "overrides": {"clf_lr": 0.4}}, "smoke")
 
 
 def test_run_folder_contents_rerun_and_cache_reuse(fixture_env, capsys):
     # 1. First run: everything is produced.
-    r1 = runner.run_notebook(NB, {"seed": 1}, profile="smoke", progress=False)
-    spec = runner.read_notebook(NB)
-    cfg, _ = runner.resolve_config(spec, {"seed": 1}, "smoke")
+    r1 = execution.run_notebook(NB, {"seed": 1}, profile="smoke", progress=False)
+    spec = notebook_params.read_notebook(NB)
+    cfg, _ = notebook_params.resolve_config(spec, {"seed": 1}, "smoke")
     assert r1.status == "ran" and r1.run_dir == fixture_env / "01_tiny" / f"smoke-{cfg.hash()}"
     d = r1.run_dir
-    assert runner.is_complete(d)
+    assert execution.is_complete(d)
     for name in ("01_tiny.ipynb", "config.json", "provenance.json", "results.csv", "run.json"):
         assert (d / name).is_file(), name
     assert json.loads((d / "config.json").read_text()) == cfg.to_dict()
@@ -98,6 +129,11 @@ def test_run_folder_contents_rerun_and_cache_reuse(fixture_env, capsys):
         assert field in prov, field
     assert prov["profile"] == "smoke" and prov["wall_time_s"] > 0 and prov["packages"]["torch"]
     assert [e["event"] for e in prov["cache_events"]] == ["miss"]
+    # The run depends on the code its kernel imported: the run context, not the runner or the book
+    # builder (an edit to the PDF flags must not make every chapter stale).
+    code = {Path(p).name for p in json.loads((d / "run.json").read_text())["inputs"]["code"]}
+    assert "run_context.py" in code and "config.py" in code
+    assert not code & {"execution.py", "book.py", "notebook_params.py", "cli.py", "runner.py"}, code
     # 2. The citable figure: PNG at 300 dpi, PDF, SVG, and its JSON record with the cite line.
     from PIL import Image
 
@@ -113,11 +149,21 @@ def test_run_folder_contents_rerun_and_cache_reuse(fixture_env, capsys):
     assert cxr_main(["run", str(NB), "--profile", "smoke", "-p", "seed", "1"]) == 0
     assert "up to date" in capsys.readouterr().out
     # 4. Only a classifier parameter changed: a new run folder, the cached generator is reused.
-    r2 = runner.run_notebook(NB, {"seed": 1, "clf_lr": 0.5}, profile="smoke", progress=False)
+    r2 = execution.run_notebook(NB, {"seed": 1, "clf_lr": 0.5}, profile="smoke", progress=False)
     assert r2.run_dir != r1.run_dir
     prov2 = json.loads((r2.run_dir / "provenance.json").read_text())
     assert [e["event"] for e in prov2["cache_events"]] == ["hit"]
     assert prov2["cache_events"][0]["key"] == prov["cache_events"][0]["key"]
+
+
+def test_python_m_cli_prints_one_line_errors(fixture_env):
+    """`python -m cxrlib.cli` runs cli.py as __main__: a failing notebook and a bad parameter are still
+    one `cxr: error:` line with exit code 2, not a traceback (the error classes live in cxrlib.errors)."""
+    for extra in (["-p", "gen_steps", "0"], ["-p", "gen_stepz", "3"]):
+        proc = subprocess.run([sys.executable, "-m", "cxrlib.cli", "run", str(NB), "--profile", "smoke", *extra],
+                              capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr and "cxr: error:" in proc.stderr
 
 
 def test_failing_notebook_names_the_cell_and_keeps_no_run(fixture_env, capsys):
@@ -156,8 +202,8 @@ def test_killed_run_is_never_served_and_rerun_resumes_from_cache(fixture_env, tm
         assert not any(".staging-" in p.name for p in nb_dir.iterdir())
 
     hold.unlink()
-    r = runner.run_notebook(NB, {"hold_file": str(hold)}, profile="smoke", progress=False)
-    assert r.status == "ran" and runner.is_complete(r.run_dir)
+    r = execution.run_notebook(NB, {"hold_file": str(hold)}, profile="smoke", progress=False)
+    assert r.status == "ran" and execution.is_complete(r.run_dir)
     prov = json.loads((r.run_dir / "provenance.json").read_text())
     assert [e["event"] for e in prov["cache_events"]] == ["hit"]  # the finished generator was reused
     assert not any(".staging-" in p.name for p in nb_dir.iterdir())  # leftovers removed
@@ -167,11 +213,11 @@ def test_start_run_by_hand_computes_the_same_folder(fixture_env):
     import tiny_experiment as tiny
 
     cfg = tiny.Config.from_params(profile="smoke", seed=2)
-    ctx = runner.start_run(cfg, notebook="01_tiny")
-    assert ctx.dir == runner.run_dir_for("01_tiny", cfg)
+    ctx = run_context.start_run(cfg, notebook="01_tiny")
+    assert ctx.dir == run_context.run_dir_for("01_tiny", cfg)
     assert json.loads((ctx.dir / "config.json").read_text())["seed"] == 2
     assert json.loads((ctx.dir / "provenance.json").read_text())["runner"] == "interactive"
-    assert not runner.is_complete(ctx.dir)  # a hand run is never taken for a finished runner run
+    assert not execution.is_complete(ctx.dir)  # a hand run is never taken for a finished runner run
 
 
 def test_figure_files_are_byte_reproducible(tmp_path):
@@ -201,6 +247,6 @@ def test_book_chapters_drop_progress_bars_but_keep_warnings():
             "  from .autonotebook import tqdm as notebook_tqdm\n"
             "\repoch 1/1:  10%|█         | 1/10 [00:03<00:28,  3.22s/batch, loss=0.7175]\n"
             "UserWarning: the validation set has no positive 'Fracture'\n")
-    out = runner._without_progress(text)
+    out = book_builder._without_progress(text)
     assert "UserWarning: the validation set" in out
     assert "http" not in out and "%|" not in out

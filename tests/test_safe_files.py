@@ -53,7 +53,7 @@ def test_weights_must_be_safetensors(exploit, tmp_path):
 def test_loaders_of_models_refuse_pickles(exploit, tmp_path):
     """A generator or classifier folder whose weights file is a pickle is refused, not executed."""
     from cxrlib.classify import load_classifier, save_classifier
-    from cxrlib.diffusion import load_generator, save_generator
+    from cxrlib.generators.ddpm import load_generator, save_generator
     from cxrlib.models.classifiers import build_classifier
     from cxrlib.models.unet import ConditionalUNet, generator_config
 

@@ -1,4 +1,4 @@
-"""Samplers, per-image seeds, condition specs and synthetic sets (cxrlib.sampling), tiny UNet, CPU."""
+"""Samplers, per-image seeds, condition specs and synthetic sets (cxrlib.generators.sampling, .conditions, .synthetic_sets), tiny UNet, CPU."""
 
 import json
 
@@ -9,23 +9,13 @@ import torch
 
 from cxrlib.data.base import ArrayDataset
 from cxrlib.data.labels import LabelPolicy
-from cxrlib.diffusion import generator_id, save_generator
+from cxrlib.generators.training_utils import generator_id
+from cxrlib.generators.ddpm import save_generator
 from cxrlib.io import sha256_file
 from cxrlib.models.unet import Condition, ConditionalUNet, generator_config
-from cxrlib.sampling import (
-    SAMPLERS,
-    balanced_conditions,
-    explicit_conditions,
-    image_seeds,
-    load_synthetic_set,
-    flipped_conditions,
-    minority_conditions,
-    prevalence_conditions,
-    regenerate_image,
-    sample_images,
-    write_synthetic_set,
-)
-
+from cxrlib.generators.sampling import SAMPLERS, image_seeds, sample_images
+from cxrlib.generators.conditions import balanced_conditions, explicit_conditions, flipped_conditions, minority_conditions, prevalence_conditions
+from cxrlib.generators.synthetic_sets import load_synthetic_set, regenerate_image, write_synthetic_set
 LABELS = ["Cardiomegaly", "Edema", "Pleural Effusion"]
 # diffusers DPM-Solver under numpy 2 (not ours)
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -11,6 +11,7 @@ from statsmodels.stats.multitest import multipletests
 
 from cxrlib import metrics as M
 from cxrlib import stats as S
+from cxrlib.stats.table import _adjust_by_metric as adjust_by_metric
 
 
 # --- DeLong ---------------------------------------------------------------------------------------
@@ -313,7 +314,7 @@ def test_bootstrap_wald_pvalue_is_not_floored_and_matches_the_normal_test():
 
 def test_macro_rows_are_their_own_multiplicity_family():
     df = pd.DataFrame({"metric": ["auroc"] * 4, "label": ["A", "B", "C", "macro"], "p_value": [0.01, 0.02, 0.03, 0.01]})
-    out = S._adjust_by_metric(df, "holm")
+    out = adjust_by_metric(df, "holm")
     assert out.loc[3, "p_adj"] == pytest.approx(0.01)  # alone in its family
     assert out.loc[0, "p_adj"] == pytest.approx(0.03)  # Holm over the three labels
 

@@ -8,7 +8,7 @@
 Splits come only from the frozen manifests in ``data_manifests/`` (:mod:`cxrlib.data.manifests`),
 except where the dataset ships its own (Kermany's published folders, MedMNIST's ``.npz`` splits,
 MIMIC's official ``split.csv`` when no manifest is given). Label mapping and image decoding:
-:mod:`cxrlib.data.real`.
+:mod:`cxrlib.data.real` (and :mod:`.files`, :mod:`.kermany`, :mod:`.medmnist`).
 """
 
 from __future__ import annotations
@@ -22,19 +22,9 @@ import pandas as pd
 from .base import ArrayDataset, CXRDataset, concat
 from .labels import CHEXPERT_LABELS, COMPETITION_LABELS, LabelPolicy, check_label_names
 from .manifests import build_splits, check_manifest, find_manifest, read_manifest, select, verify_files, write_manifest
-from .real import (
-    FRONTAL_VIEWS,
-    KERMANY_LABELS,
-    NIH_ALL_LABELS,
-    NIH_LABELS,
-    MEDMNIST_LABELS,
-    NO_SKIPS,
-    DataError,
-    FileDataset,
-    ImageReadError,
-    NpzDataset,
-    read_image,
-)
+from .files import NO_SKIPS, DataError, ImageReadError, read_image
+from .medmnist import MEDMNIST_LABELS, NpzDataset
+from .real import FRONTAL_VIEWS, KERMANY_LABELS, NIH_ALL_LABELS, NIH_LABELS, FileDataset
 
 DATASETS = ("phantom", "chexpert", "mimic", "nih", "kermany", "pneumoniamnist", "chestmnist")
 # The labels a dataset gives by default, and every label it can give (NIH can be asked for CheXpert names).
@@ -53,7 +43,7 @@ AVAILABLE_LABELS: dict[str, tuple[str, ...]] = {
 
 __all__ = [
     "ArrayDataset", "CXRDataset", "concat", "CHEXPERT_LABELS", "COMPETITION_LABELS", "LabelPolicy",
-    "DATASETS", "DEFAULT_LABELS", "DataError", "ImageReadError", "load_dataset", "load_meta",
+    "DATASETS", "DEFAULT_LABELS", "DataError", "check_data_params", "ImageReadError", "load_dataset", "load_meta",
     "build_splits", "check_manifest", "read_manifest", "write_manifest", "verify_files", "read_image",
 ]
 
@@ -67,6 +57,21 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown dataset {name!r}.{hint} Expected one of {', '.join(DATASETS)}")
 
 
+def check_data_params(dataset: str, labels: Sequence[str]) -> None:
+    """Check an experiment config's ``dataset`` and ``labels`` together, before anything runs: a
+    :class:`~cxrlib.config.ConfigError` names the parameter and lists the valid values."""
+    from ..config import ConfigError
+
+    try:
+        _check_name(dataset)
+    except ValueError as e:
+        raise ConfigError(f"parameter 'dataset': {e}") from None
+    try:
+        check_label_names(labels, allowed=AVAILABLE_LABELS[dataset], where=f"parameter 'labels' (dataset {dataset!r})")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def _labels(name: str, labels: Sequence[str] | None) -> tuple[str, ...]:
     if labels is None:
         return DEFAULT_LABELS[name]
@@ -78,7 +83,7 @@ def _apply_manifest(meta: pd.DataFrame, mdf: pd.DataFrame, *, split, labeled_fra
 
     Manifest rows absent from the metadata are an error (or, skip, counted); metadata rows absent
     from the manifest are simply not part of the study's dataset (e.g. lateral views)."""
-    from .real import _skips
+    from .files import skips_table
 
     sel = select(mdf, split, labeled_fraction, where=where)[["image_id", "patient_id", "split", "labeled_frac"]]
     meta = meta.drop(columns=[c for c in ("split", "labeled_frac") if c in meta.columns])
@@ -90,7 +95,7 @@ def _apply_manifest(meta: pd.DataFrame, mdf: pd.DataFrame, *, split, labeled_fra
         msg = f"{int(absent.sum())} of {len(merged)} images of {where} (split={split!r}) are not in the metadata CSV, e.g. {ex}"
         if on_error == "raise":
             raise DataError(msg + " (is this the dataset the manifest was built for? on_error='skip' leaves them out)")
-        skipped = _skips(merged.loc[absent, "image_id"], merged.loc[absent, "image_id"], ["in the manifest but not in the metadata CSV"] * int(absent.sum()))
+        skipped = skips_table(merged.loc[absent, "image_id"], merged.loc[absent, "image_id"], ["in the manifest but not in the metadata CSV"] * int(absent.sum()))
         merged = merged[~absent]
     wrong = merged["patient_id"].astype(str) != merged["patient_id_meta"].astype(str)
     if wrong.any():
@@ -117,7 +122,8 @@ def load_meta(
     ``meta`` has the :mod:`~cxrlib.data.base` columns, the raw label columns, ``split`` and
     ``labeled_frac`` (and ``path`` when ``root`` is given). For CheXpert and NIH without a ``root`` the
     label CSVs shipped in torchxrayvision are used (labels and splits only: no images)."""
-    from . import real
+    from . import kermany, real
+    from .files import root_dir
 
     _check_name(name)
     if n_max is not None and (not isinstance(n_max, int) or n_max < 1):
@@ -127,13 +133,13 @@ def load_meta(
     if name in MEDMNIST_LABELS:
         if manifest is not None or labeled_fraction != 1.0:
             raise ValueError(f"{name}: splits are the .npz file's own; manifest= and labeled_fraction= are not supported")
-        parts = [NpzDataset(root, name, s, n_max=n_max).meta for s in ([split] if split else real.KERMANY_SPLITS)]
+        parts = [NpzDataset(root, name, s, n_max=n_max).meta for s in ([split] if split else kermany.KERMANY_SPLITS)]
         meta = pd.concat(parts, ignore_index=True)
         meta["labeled_frac"] = float("nan")
         return (meta.head(n_max) if n_max else meta), NO_SKIPS
 
     if root is not None and name in ("chexpert", "nih", "mimic"):
-        real.require_images(real._root_dir(root, name), name)
+        real.require_images(root_dir(root, name), name)
     all_views = ["*"]  # views are filtered after the manifest join (the manifest defines the images)
     if name == "chexpert":
         meta, skipped = real.chexpert_meta(root, views=all_views, on_error=on_error)
@@ -142,7 +148,7 @@ def load_meta(
     elif name == "mimic":
         meta, skipped = real.mimic_meta(root, views=all_views, on_error=on_error)
     else:  # kermany
-        meta, skipped = real.kermany_meta(root, on_error=on_error)
+        meta, skipped = kermany.kermany_meta(root, on_error=on_error)
 
     if manifest is None and name in ("chexpert", "nih"):
         manifest = find_manifest(name)

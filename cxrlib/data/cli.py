@@ -35,7 +35,7 @@ def summary_table(meta: pd.DataFrame, labels) -> pd.DataFrame:
 
 def _summary(args) -> int:
     from . import DEFAULT_LABELS, _labels, load_meta
-    from .real import show_path
+    from .files import show_path
 
     labels = _labels(args.dataset, args.labels)
     meta, skipped = load_meta(
@@ -76,7 +76,7 @@ def _summary(args) -> int:
 
 def _verify(args) -> int:
     from .manifests import verify_files
-    from .real import show_path
+    from .files import show_path
 
     manifest = Path(args.manifest)
     problems = verify_files(manifest, args.root, decode=not args.no_decode, progress=True)

@@ -398,7 +398,8 @@ def verify_files(manifest: pd.DataFrame | str | os.PathLike, root: str | os.Path
     ``file`` column of paths relative to ``root``. Returns ``DataFrame[image_id, problem]`` (empty = all
     good)."""
     from ..utils import tqdm
-    from .real import ImageReadError, check_image_file, locate_files, show_path
+    from .files import ImageReadError, check_image_file, show_path
+    from .real import locate_files
 
     if not isinstance(manifest, pd.DataFrame):
         mpath = Path(manifest)
@@ -443,35 +444,36 @@ MANIFEST_SEED = 0
 _STRATIFY_NOTE = "stratified on raw value 1 = positive (uncertain -1 and empty count as not positive); the loader's LabelPolicy applies at load time"
 
 
+def _build_real_manifest(name: str, out_dir, *, seed: int) -> Path:
+    """Build the frozen split of a real dataset from the metadata CSV torchxrayvision ships: frontal
+    (PA, AP) images, split by patient 70/10/20, stratified on the dataset's labels."""
+    from .labels import CHEXPERT_LABELS
+    from .real import FRONTAL_VIEWS, NIH_ALL_LABELS, chexpert_meta, nih_meta, xrv_data_file
+
+    meta_fn, labels, source, notes = {
+        "chexpert": (chexpert_meta, CHEXPERT_LABELS, "chexpert_train.csv.gz",
+                     "CheXpert v1.0 train.csv, frontal PA/AP images; image_id = Path without the 'CheXpert-v1.0[-small]/' "
+                     "prefix; patient_id = the digits of 'patientNNNNN'. The official valid set (200 patients) is not included."),
+        "nih": (nih_meta, NIH_ALL_LABELS, "Data_Entry_2017_v2020.csv.gz",
+                "NIH ChestX-ray14 Data_Entry_2017_v2020.csv, all images; image_id = 'Image Index'; patient_id = 'Patient ID'. "
+                "This is a study split, not NIH's official train_val/test list."),
+    }[name]
+    meta, _ = meta_fn(None, views=FRONTAL_VIEWS)
+    df = build_splits(meta, seed=seed, stratify=labels)
+    return write_manifest(df, Path(out_dir) / f"{name}.csv.gz", source=xrv_data_file(source), seed=seed,
+                          label_policy=_STRATIFY_NOTE, stratify=labels, notes=notes)
+
+
 def build_chexpert_manifest(out_dir: str | os.PathLike, *, seed: int = MANIFEST_SEED) -> Path:
     """``chexpert.csv.gz``: CheXpert's frontal (PA, AP) training images from the ``train.csv`` shipped
     in torchxrayvision, split by patient 70/10/20, stratified on the 14 CheXpert labels."""
-    from .labels import CHEXPERT_LABELS
-    from .real import FRONTAL_VIEWS, chexpert_meta, xrv_data_file
-
-    meta, _ = chexpert_meta(None, views=FRONTAL_VIEWS)
-    df = build_splits(meta, seed=seed, stratify=CHEXPERT_LABELS)
-    return write_manifest(
-        df, Path(out_dir) / "chexpert.csv.gz", source=xrv_data_file("chexpert_train.csv.gz"), seed=seed,
-        label_policy=_STRATIFY_NOTE, stratify=CHEXPERT_LABELS,
-        notes="CheXpert v1.0 train.csv, frontal PA/AP images; image_id = Path without the 'CheXpert-v1.0[-small]/' prefix; "
-        "patient_id = the digits of 'patientNNNNN'. The official valid set (200 patients) is not included.",
-    )
+    return _build_real_manifest("chexpert", out_dir, seed=seed)
 
 
 def build_nih_manifest(out_dir: str | os.PathLike, *, seed: int = MANIFEST_SEED) -> Path:
     """``nih.csv.gz``: all NIH ChestX-ray14 images (PA, AP) of ``Data_Entry_2017_v2020.csv`` shipped in
     torchxrayvision, split by patient 70/10/20, stratified on No Finding + the 14 findings."""
-    from .real import FRONTAL_VIEWS, NIH_ALL_LABELS, nih_meta, xrv_data_file
-
-    meta, _ = nih_meta(None, views=FRONTAL_VIEWS)
-    df = build_splits(meta, seed=seed, stratify=NIH_ALL_LABELS)
-    return write_manifest(
-        df, Path(out_dir) / "nih.csv.gz", source=xrv_data_file("Data_Entry_2017_v2020.csv.gz"), seed=seed,
-        label_policy=_STRATIFY_NOTE, stratify=NIH_ALL_LABELS,
-        notes="NIH ChestX-ray14 Data_Entry_2017_v2020.csv, all images; image_id = 'Image Index'; patient_id = 'Patient ID'. "
-        "This is a study split, not NIH's official train_val/test list.",
-    )
+    return _build_real_manifest("nih", out_dir, seed=seed)
 
 
 # Name -> builder(out_dir, seed=...) for `cxr data manifests`; the phantom's builder lives with the phantom.

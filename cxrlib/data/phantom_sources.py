@@ -134,22 +134,29 @@ def chexpert_table() -> pd.DataFrame:
     return _cached_table("chexpert", CHEXPERT_CSV, _build_chexpert)
 
 
+def _source_table(patient, order, sex, age, view, label_values) -> pd.DataFrame:
+    """A table of :data:`TABLE_COLUMNS`, sorted by patient and study order: ``label_values(label)``
+    gives each CheXpert label's column (1 / 0 / -1 uncertain / NaN)."""
+    out = pd.DataFrame({"source_patient": np.asarray(patient), "source_order": np.asarray(order), "sex": np.asarray(sex),
+                        "age": np.asarray(age), "view": np.asarray(view)})
+    for lab in CHEXPERT_LABELS:
+        out[lab] = np.asarray(label_values(lab), dtype=np.float64)
+    return out.sort_values(["source_patient", "source_order"], kind="stable").reset_index(drop=True)
+
+
+def _mapped(found: pd.Series, mapping: dict[str, str], label: str) -> np.ndarray:
+    """1.0 where a row's list of source labels holds one that ``mapping`` sends to ``label``, else 0.0."""
+    srcs = {k for k, v in mapping.items() if v == label}
+    return found.map(lambda fs: float(any(f in srcs for f in fs))).to_numpy()
+
+
 def _build_chexpert(src: Path) -> pd.DataFrame:
     d = pd.read_csv(src)
     d = d[d["Frontal/Lateral"] == "Frontal"].copy()
     parts = d["Path"].str.extract(r"(patient\d+)/study(\d+)/")
-    out = pd.DataFrame(
-        {
-            "source_patient": parts[0].to_numpy(),
-            "source_order": parts[1].astype(int).to_numpy(),
-            "sex": d["Sex"].map({"Male": "M", "Female": "F"}).to_numpy(),
-            "age": pd.to_numeric(d["Age"], errors="coerce").to_numpy(),
-            "view": d["AP/PA"].map({"PA": "PA"}).fillna("AP").to_numpy(),
-        }
-    )
-    for lab in CHEXPERT_LABELS:
-        out[lab] = d[lab].to_numpy(dtype=np.float64)
-    return out.sort_values(["source_patient", "source_order"], kind="stable").reset_index(drop=True)
+    return _source_table(parts[0], parts[1].astype(int), d["Sex"].map({"Male": "M", "Female": "F"}),
+                         pd.to_numeric(d["Age"], errors="coerce"), d["AP/PA"].map({"PA": "PA"}).fillna("AP"),
+                         lambda lab: d[lab])
 
 
 # NIH ChestX-ray14 finding -> CheXpert observation. Emphysema, Fibrosis and Hernia have no CheXpert
@@ -179,23 +186,10 @@ def nih_table() -> pd.DataFrame:
 
 def _build_nih(src: Path) -> pd.DataFrame:
     d = pd.read_csv(src)
-    out = pd.DataFrame(
-        {
-            "source_patient": d["Patient ID"].astype(str).to_numpy(),
-            "source_order": d["Follow-up #"].astype(int).to_numpy(),
-            "sex": d["Patient Gender"].to_numpy(),
-            "age": pd.to_numeric(d["Patient Age"], errors="coerce").clip(upper=95).to_numpy(),
-            "view": d["View Position"].to_numpy(),
-        }
-    )
     findings = d["Finding Labels"].str.split("|")
-    for lab in CHEXPERT_LABELS:
-        if lab in NIH_UNANNOTATED:
-            out[lab] = np.nan
-        else:
-            srcs = {k for k, v in NIH_TO_CHEXPERT.items() if v == lab}
-            out[lab] = findings.map(lambda fs: float(any(f in srcs for f in fs))).to_numpy()
-    return out.sort_values(["source_patient", "source_order"], kind="stable").reset_index(drop=True)
+    return _source_table(d["Patient ID"].astype(str), d["Follow-up #"].astype(int), d["Patient Gender"],
+                         pd.to_numeric(d["Patient Age"], errors="coerce").clip(upper=95), d["View Position"],
+                         lambda lab: np.full(len(d), np.nan) if lab in NIH_UNANNOTATED else _mapped(findings, NIH_TO_CHEXPERT, lab))
 
 
 # PadChest label (lower case) -> CheXpert observation; every label is annotated (no uncertainty).
@@ -277,19 +271,10 @@ def _build_padchest(src: Path) -> pd.DataFrame:
     keep = labels.map(len) > 0
     d, labels = d[keep], labels[keep]
     year = pd.to_numeric(d["StudyDate_DICOM"].astype(str).str[:4], errors="coerce")
-    out = pd.DataFrame(
-        {
-            "source_patient": d["PatientID"].astype(str).to_numpy(),
-            "source_order": pd.to_numeric(d["StudyDate_DICOM"], errors="coerce").fillna(0).astype(np.int64).to_numpy(),
-            "sex": d["PatientSex_DICOM"].where(d["PatientSex_DICOM"].isin(["M", "F"])).to_numpy(),
-            "age": (year - pd.to_numeric(d["PatientBirth"], errors="coerce")).clip(0, 100).to_numpy(),
-            "view": np.where(d["Projection"].to_numpy() == "PA", "PA", "AP"),
-        }
-    )
-    for lab in CHEXPERT_LABELS:
-        srcs = {k for k, v in PADCHEST_TO_CHEXPERT.items() if v == lab}
-        out[lab] = labels.map(lambda ls: float(any(x in srcs for x in ls))).to_numpy()
-    return out.sort_values(["source_patient", "source_order"], kind="stable").reset_index(drop=True)
+    return _source_table(d["PatientID"].astype(str), pd.to_numeric(d["StudyDate_DICOM"], errors="coerce").fillna(0).astype(np.int64),
+                         d["PatientSex_DICOM"].where(d["PatientSex_DICOM"].isin(["M", "F"])),
+                         (year - pd.to_numeric(d["PatientBirth"], errors="coerce")).clip(0, 100),
+                         np.where(d["Projection"].to_numpy() == "PA", "PA", "AP"), lambda lab: _mapped(labels, PADCHEST_TO_CHEXPERT, lab))
 
 
 def _cached_table(name: str, filename: str, build) -> pd.DataFrame:

@@ -31,58 +31,48 @@ torchxrayvision's classes relabel in ways we do *not* inherit:
   name (``person1_bacteria_1.jpeg``, ``person1_virus_6.jpeg``; ``IM-0115-0001.jpeg`` is normal).
 * MedMNIST: the 0/1 labels of the ``.npz`` (ChestMNIST: the 14 NIH findings in NIH's order).
 
-Image decoding (:func:`read_image`), the cases of the bad-input corpus:
-
-* 8-bit grayscale is used as is; RGB/CMYK/YCbCr become luma (ITU-R 601, PIL ``convert("L")``);
-  an alpha channel (RGBA, LA, palette with transparency) is composited onto black (air), so a
-  transparent pixel is 0; palette images are expanded through their palette; 1-bit become 0/255.
-* 16-bit grayscale (``I;16``) is scaled linearly from the full range ``[0, 65535]`` to ``[0, 1]``
-  and kept in float through the resize (a 12-bit image stored in 16 bits therefore looks dark:
-  rescale such files before use).
-* The image is center-cropped to a square (the shorter side) and resized with PIL's antialiased
-  bilinear filter, as torchxrayvision's ``XRayCenterCrop`` + ``XRayResizer`` do.
-* Errors, each an :class:`ImageReadError` naming the file: missing file, zero-byte file, a file PIL
-  cannot identify (a non-image with an image extension), a truncated/corrupt file, a side shorter
-  than ``min_side`` (e.g. a 1 x 1 image), more than ``max_pixels`` pixels (a decompression bomb:
-  checked from the header before decoding), an unsupported mode (e.g. float TIFF).
-
-``on_error="raise"`` (default) stops at the first problem with a message naming the file;
-``on_error="skip"`` drops the bad rows/files, warns with their count, and keeps them in
-``dataset.skipped`` (``image_id, path, problem``). Missing files are checked when the dataset is
-built (``verify="exists"``: present and not empty); ``verify="decode"`` decodes every image up front (slow on a full
-dataset; what ``cxr data verify`` does); a file that fails later, in ``__getitem__``, always raises.
+Image decoding and the ``on_error`` / ``verify`` options: :mod:`cxrlib.data.files`.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-import re
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
 
 from .base import CXRDataset
+from .files import (IMAGE_EXTENSIONS, MAX_PIXELS, MIN_SIDE, NO_SKIPS, DataError, ImageReadError, OnError, Verify, check_image_file,
+                    check_on_error, read_image, root_dir, show_path, skips_table)
 from .labels import CHEXPERT_LABELS, LabelPolicy
 
-OnError = Literal["raise", "skip"]
-Verify = Literal["none", "exists", "decode"]
-
 FRONTAL_VIEWS: tuple[str, ...] = ("PA", "AP")
+
+
 # NIH ChestX-ray14's 14 findings in the order of Wang et al. 2017 (and of ChestMNIST's label columns).
 NIH_LABELS: tuple[str, ...] = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
     "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
 )
+
+
 NIH_ALL_LABELS: tuple[str, ...] = ("No Finding", *NIH_LABELS)
+
+
 KERMANY_LABELS: tuple[str, ...] = ("Pneumonia", "Bacterial Pneumonia", "Viral Pneumonia")
+
+
 PNEUMONIAMNIST_LABELS: tuple[str, ...] = ("Pneumonia",)
+
+
 CHESTMNIST_LABELS: tuple[str, ...] = NIH_LABELS
+
+
 # CheXpert name -> NIH finding(s) whose "any" defines it; other CheXpert names are NaN on NIH.
 NIH_TO_CHEXPERT: dict[str, tuple[str, ...]] = {
     "No Finding": ("No Finding",),
@@ -96,7 +86,7 @@ NIH_TO_CHEXPERT: dict[str, tuple[str, ...]] = {
     "Lung Lesion": ("Mass", "Nodule"),
 }
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
 # Where each loader expects the image files (for errors when none is found).
 LAYOUTS = {
     "chexpert": "root/train/patientNNNNN/studyN/viewN_frontal.jpg (root = the CheXpert-v1.0[-small] folder)",
@@ -104,37 +94,26 @@ LAYOUTS = {
     "mimic": "root/files/pNN/pNNNNNNNN/sNNNNNNNN/<dicom_id>.jpg (root = mimic-cxr-jpg/2.0.0)",
     "kermany": "root/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg",
 }
-MAX_PIXELS = 8192 * 8192  # larger than any radiograph detector; above this a file is refused unread
-MIN_SIDE = 16  # smaller is not a radiograph (MedMNIST's 28 px is the smallest we know of)
+
 
 # Columns that must be present in each source metadata file.
 CHEXPERT_CSV_COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_LABELS)
+
+
 NIH_CSV_COLUMNS = ("Image Index", "Finding Labels", "Patient ID", "Patient Age", "View Position")
+
+
 MIMIC_LABEL_COLUMNS = ("subject_id", "study_id", *CHEXPERT_LABELS)
+
+
 MIMIC_META_COLUMNS = ("dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate")
+
+
 MIMIC_FILES = {
     "labels": ("mimic-cxr-2.0.0-chexpert.csv.gz", "mimic-cxr-2.0.0-chexpert.csv"),
     "metadata": ("mimic-cxr-2.0.0-metadata.csv.gz", "mimic-cxr-2.0.0-metadata.csv"),
     "split": ("mimic-cxr-2.0.0-split.csv.gz", "mimic-cxr-2.0.0-split.csv"),
 }
-
-
-class DataError(ValueError):
-    """A dataset folder, metadata file or image is not what a loader expects."""
-
-
-class ImageReadError(DataError):
-    """An image file that cannot be used; ``path`` and ``problem`` say which and why."""
-
-    def __init__(self, path, problem: str):
-        self.path = path
-        self.problem = problem
-        super().__init__(f"{show_path(path)}: {problem}")
-
-
-def show_path(path) -> str:
-    """A path as printable text: bytes that are not UTF-8 (surrogate-escaped by ``os``) as ``\\xNN``."""
-    return os.fsencode(os.fspath(path)).decode("utf-8", "backslashreplace")
 
 
 def xrv_package_dir() -> Path:
@@ -152,101 +131,7 @@ def xrv_data_file(name: str) -> Path:
     return xrv_package_dir() / "data" / name
 
 
-# --- images --------------------------------------------------------------------------------------
-def _open(path, max_pixels: int, min_side: int) -> Image.Image:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise ImageReadError(path, "file not found") from None
-    except OSError as e:
-        raise ImageReadError(path, f"cannot access: {e.strerror}") from None
-    if not os.path.isfile(path):
-        raise ImageReadError(path, "not a regular file")
-    if st.st_size == 0:
-        raise ImageReadError(path, "empty file (0 bytes); expected a PNG or JPEG image")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below
-            img = Image.open(path)
-    except UnidentifiedImageError:
-        raise ImageReadError(path, f"not an image: PIL cannot identify the format ({st.st_size} bytes); expected a PNG or JPEG") from None
-    except Image.DecompressionBombError as e:
-        raise ImageReadError(path, f"refused as a decompression bomb: {e}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageReadError(path, f"corrupt or truncated image (header unreadable): {e}") from None
-    w, h = img.size
-    if w * h > max_pixels:
-        img.close()
-        raise ImageReadError(path, f"{w}x{h} pixels exceeds the limit of {max_pixels} (decompression-bomb guard; raise max_pixels if this is a real radiograph)")
-    if min(w, h) < min_side:
-        img.close()
-        raise ImageReadError(path, f"image is only {w}x{h} pixels; expected at least {min_side} per side")
-    return img
-
-
-def _decode(img: Image.Image, path) -> tuple[Image.Image, float]:
-    """Decode fully and convert to one channel: ``("L" image, 255)`` or ``("F" image, 65535)``."""
-    try:
-        img.load()
-    except (OSError, SyntaxError, ValueError, EOFError) as e:  # truncated JPEG/PNG, corrupt stream
-        raise ImageReadError(path, f"corrupt or truncated image data ({img.format}): {e}") from None
-    mode = img.mode
-    if mode == "L":
-        return img, 255.0
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float32)
-        if mode == "I" and (arr.min() < 0 or arr.max() > 65535):
-            raise ImageReadError(path, f"32-bit integer image with values {arr.min():.0f}..{arr.max():.0f}; expected 8- or 16-bit grayscale")
-        return Image.fromarray(arr, mode="F"), 65535.0
-    if mode in ("1", "RGB", "CMYK", "YCbCr"):
-        return img.convert("L"), 255.0
-    if mode in ("P", "PA", "LA", "RGBA", "La", "RGBa"):
-        if mode in ("P", "PA"):
-            has_alpha = mode == "PA" or "transparency" in img.info
-            img = img.convert("RGBA" if has_alpha else "RGB")
-            if not has_alpha:
-                return img.convert("L"), 255.0
-        rgba = img.convert("RGBA")
-        luma = np.asarray(rgba.convert("L"), dtype=np.float32)
-        alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255.0
-        return Image.fromarray(np.round(luma * alpha).astype(np.uint8), mode="L"), 255.0
-    raise ImageReadError(path, f"unsupported image mode {mode!r}; expected grayscale (8/16 bit), RGB(A) or palette")
-
-
-def to_square(img: Image.Image, size: int) -> Image.Image:
-    """Center-crop to a square on the shorter side, then antialiased bilinear resize to ``size``."""
-    w, h = img.size
-    s = min(w, h)
-    left, top = (w - s) // 2, (h - s) // 2
-    if (w, h) != (s, s):
-        img = img.crop((left, top, left + s, top + s))
-    if s != size:
-        img = img.resize((size, size), Image.Resampling.BILINEAR)
-    return img
-
-
-def read_image(path, size: int, *, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE) -> np.ndarray:
-    """Decode one image file to ``size`` x ``size``: uint8 (8-bit sources) or float32 in [0, 1] (16-bit).
-
-    Raises :class:`ImageReadError` naming the file and the problem (see the module docstring)."""
-    img = _open(path, max_pixels, min_side)
-    with img:
-        gray, scale = _decode(img, path)
-        out = to_square(gray, size)
-        if scale == 255.0:
-            return np.asarray(out, dtype=np.uint8).copy()
-        return np.clip(np.asarray(out, dtype=np.float32) / scale, 0.0, 1.0)
-
-
-def check_image_file(path, *, decode: bool = True, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE) -> None:
-    """Raise :class:`ImageReadError` if ``path`` is missing, empty, not an image, too small/large,
-    or (``decode=True``) does not decode."""
-    img = _open(path, max_pixels, min_side)
-    with img:
-        if decode:
-            _decode(img, path)
-
-
+# --- metadata files -------------------------------------------------------------------------------
 # --- metadata files -------------------------------------------------------------------------------
 def read_csv_checked(path, *, required: Sequence[str], what: str, **kwargs) -> pd.DataFrame:
     """``pd.read_csv`` with errors that name the file: unreadable, not UTF-8, missing columns
@@ -286,13 +171,6 @@ def check_label_values(df: pd.DataFrame, columns: Iterable[str], source) -> None
             raise DataError(f"{show_path(source)!r}: column {c!r} has {int(bad.sum())} value(s) outside {{1, 0, -1, empty}} ({ex})")
 
 
-def _skips(image_id, path, problem) -> pd.DataFrame:
-    return pd.DataFrame({"image_id": list(image_id), "path": list(path), "problem": list(problem)})
-
-
-NO_SKIPS = _skips([], [], [])
-
-
 def _dedupe(meta: pd.DataFrame, source, on_error: OnError) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Duplicate image paths: an error, or (skip) keep the first and count the rest."""
     dup = meta["image_id"].duplicated()
@@ -302,12 +180,7 @@ def _dedupe(meta: pd.DataFrame, source, on_error: OnError) -> tuple[pd.DataFrame
     if on_error == "raise":
         raise DataError(f"{show_path(source)!r}: {int(dup.sum())} duplicate image path(s), e.g. {ex} (on_error='skip' keeps the first)")
     d = meta[dup]
-    return meta[~dup].reset_index(drop=True), _skips(d["image_id"], d.get("path", d["image_id"]), ["duplicate image path (first kept)"] * len(d))
-
-
-def _check_on_error(on_error) -> None:
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error={on_error!r}; expected 'raise' or 'skip'")
+    return meta[~dup].reset_index(drop=True), skips_table(d["image_id"], d.get("path", d["image_id"]), ["duplicate image path (first kept)"] * len(d))
 
 
 def _healthy_negative(labels: pd.DataFrame) -> pd.DataFrame:
@@ -317,17 +190,6 @@ def _healthy_negative(labels: pd.DataFrame) -> pd.DataFrame:
     labels = labels.copy()
     labels.loc[healthy, findings] = labels.loc[healthy, findings].fillna(0.0)
     return labels
-
-
-def _root_dir(root, what: str) -> Path:
-    if root is None:
-        raise FileNotFoundError(f"{what}: root=None; pass the folder of the dataset (root=... / --root PATH)")
-    root = Path(root)
-    if not root.exists():
-        raise FileNotFoundError(f"{what} root {show_path(root)!r} does not exist")
-    if not root.is_dir():
-        raise DataError(f"{what} root {show_path(root)!r} is not a folder")
-    return root
 
 
 def _first_file(root: Path, names: Sequence[str], what: str) -> Path:
@@ -384,6 +246,7 @@ def require_images(root: Path, name: str) -> None:
 
 
 # --- CheXpert -------------------------------------------------------------------------------------
+# --- CheXpert -------------------------------------------------------------------------------------
 def _chexpert_image_id(path: pd.Series) -> pd.Series:
     # As torchxrayvision does: the CSV paths start with the archive's folder name.
     return path.str.replace("CheXpert-v1.0-small/", "", regex=False).str.replace("CheXpert-v1.0/", "", regex=False)
@@ -396,12 +259,12 @@ def chexpert_meta(root=None, *, csv=None, views: Sequence[str] = FRONTAL_VIEWS, 
     ``train.csv`` shipped in torchxrayvision (labels only: no image paths)."""
     import torchxrayvision as xrv
 
-    _check_on_error(on_error)
+    check_on_error(on_error)
     if csv is None:
         if root is None:
             csv = xrv_data_file("chexpert_train.csv.gz")
         else:
-            csv = _first_file(_root_dir(root, "CheXpert"), ("train.csv", "train.csv.gz"), "CheXpert (expected the CheXpert-v1.0[-small] folder)")
+            csv = _first_file(root_dir(root, "CheXpert"), ("train.csv", "train.csv.gz"), "CheXpert (expected the CheXpert-v1.0[-small] folder)")
     header = read_csv_checked(csv, required=CHEXPERT_CSV_COLUMNS, what="CheXpert CSV", nrows=0)
     del header
     ds = _xrv_call(lambda: xrv.datasets.CheX_Dataset(imgpath=str(root or "."), csvpath=str(csv), views=list(views), unique_patients=False), csv, "CheXpert CSV", CHEXPERT_LABELS)
@@ -429,6 +292,7 @@ def chexpert_meta(root=None, *, csv=None, views: Sequence[str] = FRONTAL_VIEWS, 
 
 
 # --- NIH ChestX-ray14 -----------------------------------------------------------------------------
+# --- NIH ChestX-ray14 -----------------------------------------------------------------------------
 def nih_meta(root=None, *, csv=None, views: Sequence[str] = FRONTAL_VIEWS, on_error: OnError = "raise") -> tuple[pd.DataFrame, pd.DataFrame]:
     """NIH ChestX-ray14 metadata: ``No Finding`` + the 14 NIH findings (1/0).
 
@@ -437,9 +301,9 @@ def nih_meta(root=None, *, csv=None, views: Sequence[str] = FRONTAL_VIEWS, on_er
     ``root/images/<Image Index>`` or anywhere below ``root`` (the ``images_0NN/images/`` layout)."""
     import torchxrayvision as xrv
 
-    _check_on_error(on_error)
+    check_on_error(on_error)
     if root is not None:
-        root = _root_dir(root, "NIH ChestX-ray14")
+        root = root_dir(root, "NIH ChestX-ray14")
     if csv is None:
         names = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv.gz")
         found = [root / n for n in names if root is not None and (root / n).is_file()]
@@ -494,6 +358,7 @@ def nih_as_chexpert(meta: pd.DataFrame) -> pd.DataFrame:
 
 
 # --- MIMIC-CXR-JPG --------------------------------------------------------------------------------
+# --- MIMIC-CXR-JPG --------------------------------------------------------------------------------
 def mimic_meta(root, *, csv=None, metadata_csv=None, views: Sequence[str] = FRONTAL_VIEWS, on_error: OnError = "raise") -> tuple[pd.DataFrame, pd.DataFrame]:
     """MIMIC-CXR-JPG metadata from ``root`` (the ``mimic-cxr-jpg/2.0.0`` folder: the CheXpert-labeler
     CSV, the metadata CSV and ``files/pNN/pNNNNNNNN/sNNNNNNNN/<dicom_id>.jpg``). If the official
@@ -501,8 +366,8 @@ def mimic_meta(root, *, csv=None, metadata_csv=None, views: Sequence[str] = FRON
     Sex and age are not in these files (they live in MIMIC-IV ``patients.csv``): unknown here."""
     import torchxrayvision as xrv
 
-    _check_on_error(on_error)
-    root = _root_dir(root, "MIMIC-CXR-JPG")
+    check_on_error(on_error)
+    root = root_dir(root, "MIMIC-CXR-JPG")
     hint = "MIMIC-CXR-JPG (expected the mimic-cxr-jpg/2.0.0 folder)"
     csv = Path(csv) if csv is not None else _first_file(root, MIMIC_FILES["labels"], hint)
     metadata_csv = Path(metadata_csv) if metadata_csv is not None else _first_file(root, MIMIC_FILES["metadata"], hint)
@@ -542,174 +407,7 @@ def mimic_meta(root, *, csv=None, metadata_csv=None, views: Sequence[str] = FRON
     return _dedupe(meta, csv, on_error)
 
 
-# --- Kermany pediatric pneumonia ------------------------------------------------------------------
-KERMANY_SPLITS = ("train", "val", "test")
-KERMANY_CLASSES = ("NORMAL", "PNEUMONIA")
-_PERSON = re.compile(r"(person\d+)", re.IGNORECASE)
-_NORMAL_ID = re.compile(r"((?:NORMAL2-)?IM-\d+)", re.IGNORECASE)
-
-
-def parse_kermany_name(name: str, folder: str) -> tuple[str, str]:
-    """``(patient_id, kind)`` from a Kermany file name; kind is normal / bacteria / virus.
-
-    ``person1_bacteria_1.jpeg`` -> (person1, bacteria); ``person1_virus_6.jpeg`` -> (person1, virus);
-    ``IM-0115-0001.jpeg`` / ``NORMAL2-IM-0771-0001.jpeg`` -> (IM-0115 / NORMAL2-IM-0771, normal).
-    Raises ValueError saying what was expected."""
-    low = name.lower()
-    kind = "bacteria" if "bacteria" in low else "virus" if "virus" in low else "normal"
-    if folder == "NORMAL" and kind != "normal":
-        raise ValueError(f"file name says {kind!r} but the file is in NORMAL/")
-    if folder == "PNEUMONIA" and kind == "normal":
-        raise ValueError("cannot tell bacterial from viral: expected a name like person1_bacteria_1.jpeg or person1_virus_6.jpeg")
-    m = _PERSON.search(name) if kind != "normal" else _NORMAL_ID.search(name)
-    if m is None:
-        raise ValueError("cannot parse a patient id: expected personN_... (PNEUMONIA) or IM-NNNN-NNNN (NORMAL)")
-    return m.group(1), kind
-
-
-def kermany_meta(root, *, on_error: OnError = "raise") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Kermany et al. (2018) pediatric chest X-rays in the published layout
-    ``root/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg`` (``val`` may be absent, as in the Mendeley
-    release). ``split`` holds the published split. Files with other extensions are not images and are
-    listed in the skipped rows (always, with their count)."""
-    _check_on_error(on_error)
-    root = _root_dir(root, "Kermany")
-    expected = "expected subfolders train/, val/, test/ each holding NORMAL/ and PNEUMONIA/ (Kermany et al. 2018 layout)"
-    splits = [s for s in KERMANY_SPLITS if (root / s).is_dir()]
-    if not splits:
-        found = sorted(show_path(p.name) for p in root.iterdir())[:8]
-        nested = [p.name for p in root.iterdir() if p.is_dir() and any((p / s).is_dir() for s in KERMANY_SPLITS)]
-        hint = f"; did you mean root={show_path(root / nested[0])!r}?" if nested else ""
-        raise DataError(f"Kermany root {show_path(root)!r}: {expected}; found {found or 'an empty folder'}{hint}")
-    rows, skipped = [], []
-    for s in splits:
-        for cls in KERMANY_CLASSES:
-            d = root / s / cls
-            if not d.is_dir():
-                raise DataError(f"Kermany folder {show_path(root / s)!r} lacks {cls}/; {expected}")
-            for entry in sorted(os.scandir(d), key=lambda e: e.name):
-                rel = f"{s}/{cls}/{entry.name}"
-                if not entry.is_file():
-                    continue
-                if not entry.name.lower().endswith(IMAGE_EXTENSIONS):
-                    skipped.append((show_path(rel), entry.path, f"not an image file name (expected {'/'.join(IMAGE_EXTENSIONS)})"))
-                    continue
-                try:
-                    pid, kind = parse_kermany_name(entry.name, cls)
-                except ValueError as e:
-                    if on_error == "raise":
-                        raise DataError(f"{show_path(entry.path)}: {e}") from None
-                    skipped.append((show_path(rel), entry.path, str(e)))
-                    continue
-                rows.append((show_path(rel), entry.path, pid, s, kind))
-    if not rows:
-        raise DataError(f"Kermany root {show_path(root)!r} holds no .jpeg/.jpg/.png images in {', '.join(s + '/{NORMAL,PNEUMONIA}' for s in splits)}")
-    df = pd.DataFrame(rows, columns=["image_id", "path", "patient_id", "split", "kind"])
-    meta = pd.DataFrame(
-        {
-            "image_id": df["image_id"],
-            "patient_id": df["patient_id"],
-            "study": "",
-            "site": "kermany",
-            "view": "",
-            "sex": None,
-            "age": np.nan,
-            "Pneumonia": (df["kind"] != "normal").astype(np.float64),
-            "Bacterial Pneumonia": (df["kind"] == "bacteria").astype(np.float64),
-            "Viral Pneumonia": (df["kind"] == "virus").astype(np.float64),
-            "kind": df["kind"],
-            "split": df["split"],
-            "path": df["path"],
-        }
-    )
-    return meta, _skips(*zip(*skipped)) if skipped else NO_SKIPS
-
-
-# --- MedMNIST -------------------------------------------------------------------------------------
-MEDMNIST_LABELS = {"pneumoniamnist": PNEUMONIAMNIST_LABELS, "chestmnist": CHESTMNIST_LABELS}
-
-
-def medmnist_file(path, flavor: str) -> Path:
-    """``path`` itself if a file, else ``path/<flavor>.npz`` or ``path/<flavor>_<N>.npz`` (MedMNIST+)."""
-    if path is None:
-        raise FileNotFoundError(f"{flavor}: root=None; pass the .npz file or its folder (the medmnist package downloads it as ~/.medmnist/{flavor}.npz)")
-    p = Path(path)
-    if p.is_file():
-        return p
-    if not p.exists():
-        raise FileNotFoundError(f"{flavor} file {show_path(p)!r} does not exist; expected {flavor}.npz or its folder")
-    cands = sorted(p.glob(f"{flavor}.npz")) + sorted(p.glob(f"{flavor}_*.npz"))
-    if not cands:
-        raise FileNotFoundError(f"no {flavor}.npz (or {flavor}_<size>.npz) in {show_path(p)!r}")
-    return cands[0]
-
-
-def medmnist_arrays(path, flavor: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(images uint8 [N, H, W], labels [N, L])`` of one split of a MedMNIST ``.npz`` (no pickles)."""
-    if flavor not in MEDMNIST_LABELS:
-        raise ValueError(f"MedMNIST flavor {flavor!r}; expected one of {list(MEDMNIST_LABELS)}")
-    if split not in KERMANY_SPLITS:
-        raise ValueError(f"split={split!r}; MedMNIST files hold {list(KERMANY_SPLITS)}")
-    f = medmnist_file(path, flavor)
-    n_labels = len(MEDMNIST_LABELS[flavor])
-    try:
-        with np.load(f, allow_pickle=False) as z:
-            keys = set(z.files)
-            need = {f"{split}_images", f"{split}_labels"}
-            if not need <= keys:
-                raise DataError(f"{show_path(f)!r} lacks the arrays {sorted(need - keys)}; expected a MedMNIST .npz with {{train,val,test}}_{{images,labels}} (found {sorted(keys)})")
-            images, labels = z[f"{split}_images"], z[f"{split}_labels"]
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise DataError(f"{show_path(f)!r} is not a readable .npz file: {e}") from None
-    except ValueError as e:
-        if isinstance(e, DataError):
-            raise
-        raise DataError(f"{show_path(f)!r}: cannot read arrays without pickle ({e})") from None
-    if images.ndim == 4 and images.shape[-1] in (1, 3):
-        images = images.mean(axis=-1).round().astype(np.uint8) if images.shape[-1] == 3 else images[..., 0]
-    if images.ndim != 3 or images.dtype != np.uint8:
-        raise DataError(f"{show_path(f)!r}: {split}_images has shape {images.shape} dtype {images.dtype}; expected uint8 [N, H, W]")
-    labels = labels.reshape(len(labels), -1) if labels.ndim == 1 else labels
-    if labels.shape != (len(images), n_labels):
-        raise DataError(f"{show_path(f)!r}: {split}_labels has shape {labels.shape}; expected ({len(images)}, {n_labels}) for {flavor} (is this the right file?)")
-    if not np.isin(labels, (0, 1)).all():
-        raise DataError(f"{show_path(f)!r}: {split}_labels holds values {sorted(np.unique(labels).tolist())[:5]}; expected 0/1")
-    return images, labels.astype(np.float64)
-
-
-class NpzDataset(CXRDataset):
-    """One split of a MedMNIST ``.npz``, resized on the fly (MedMNIST ships no patient ids: each image
-    is its own ``patient_id``; its splits are MedMNIST's own)."""
-
-    def __init__(self, path, flavor: str, split: str, *, size: int = 64, labels: Sequence[str] | None = None, policy: LabelPolicy = LabelPolicy(), n_max: int | None = None):
-        images, y = medmnist_arrays(path, flavor, split)
-        if n_max is not None:
-            images, y = images[:n_max], y[:n_max]
-        names = MEDMNIST_LABELS[flavor]
-        self.images = images
-        meta = pd.DataFrame(
-            {
-                "image_id": [f"{split}/{i}" for i in range(len(images))],
-                "patient_id": [f"{split}{i}" for i in range(len(images))],
-                "study": "",
-                "site": flavor,
-                "view": "",
-                "sex": None,
-                "age": np.nan,
-                "split": split,
-            }
-        )
-        self.meta = pd.concat([meta, pd.DataFrame(y, columns=list(names))], axis=1)
-        self.label_names = tuple(labels) if labels is not None else names
-        self.policy = policy
-        self.size = int(size)
-        self.name = flavor
-        self.skipped = NO_SKIPS
-
-    def load_image(self, i: int) -> np.ndarray:
-        return np.asarray(to_square(Image.fromarray(self.images[i], mode="L"), self.size), dtype=np.uint8)
-
-
+# --- the dataset over image files -----------------------------------------------------------------
 # --- the dataset over image files -----------------------------------------------------------------
 class FileDataset(CXRDataset):
     """Images read from files listed in ``meta["path"]`` (see :func:`read_image`).
@@ -734,7 +432,7 @@ class FileDataset(CXRDataset):
     ):
         from ..utils import tqdm
 
-        _check_on_error(on_error)
+        check_on_error(on_error)
         if verify not in ("none", "exists", "decode"):
             raise ValueError(f"verify={verify!r}; expected 'none', 'exists' or 'decode'")
         if "path" not in meta.columns:
@@ -769,7 +467,7 @@ class FileDataset(CXRDataset):
                     if on_error == "raise":
                         raise DataError(f"{name}: {e} (on_error='skip' leaves such files out and counts them)") from None
                     problems.append((meta.at[i, "image_id"], p, e.problem))
-        bad = _skips(*zip(*problems)) if problems else NO_SKIPS
+        bad = skips_table(*zip(*problems)) if problems else NO_SKIPS
         self.meta = meta[~meta["image_id"].isin(bad["image_id"])].reset_index(drop=True) if len(bad) else meta
         self.skipped = pd.concat([s for s in (skipped, bad) if s is not None and len(s)], ignore_index=True) if (skipped is not None and len(skipped)) or len(bad) else NO_SKIPS
         if len(self.skipped):

@@ -1,11 +1,11 @@
 """What experiments 2-8 share: the study config (data, generator, sampler and classifier recipes),
-the real data sets, and cached steps (generator training, synthetic sets, classifier arms,
-evaluation with the study's statistics).
+the real data sets, cached classifiers, and the one arms x seeds training/evaluation loop
+(:func:`evaluate_arms`) with the study's statistics. The generators and synthetic sets they share
+are in :mod:`cxrlib.experiments.synthetic`.
 
 Every expensive artifact goes through :mod:`cxrlib.cache`, keyed by the fields that produce it and
-by the *content* of its inputs, so experiments that share a recipe share the artifact: the
-conditional DDPM trained for chapter 2 is the one chapters 3, 5 and 6 sample from, and changing a
-classifier parameter never retrains a generator.
+by the *content* of its inputs, so experiments that share a recipe share the artifact, and changing
+a classifier parameter never retrains a generator.
 
 The real sets (phantom, ``cpu`` profile)::
 
@@ -20,10 +20,7 @@ The real sets (phantom, ``cpu`` profile)::
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar, Mapping, Sequence
 
 import numpy as np
@@ -31,7 +28,7 @@ import pandas as pd
 
 from ..config import ConfigError, ExperimentConfig
 from ..data.base import ArrayDataset, CXRDataset
-from ..data.labels import COMPETITION_LABELS, check_label_names
+from ..data.labels import COMPETITION_LABELS
 from ..utils import derive_seed
 
 SMOKE_LABELS = ("Cardiomegaly", "Edema", "Pleural Effusion")
@@ -40,20 +37,18 @@ SMOKE_LABELS = ("Cardiomegaly", "Edema", "Pleural Effusion")
 STUDY_PROFILES: dict[str, dict] = {
     "smoke": dict(image_size=32, labels=SMOKE_LABELS, n_pool=400, labeled_fraction=0.5, n_val=120, n_test=200,
                   n_external=100, gen_channels=(16, 32), gen_steps=30, gen_checkpoints=(15,), gen_batch_size=16,
-                  sampler_steps=4, clf_epochs=1, n_seeds=1, n_boot=30),
+                  sampler_steps=4, clf_epochs=1, n_seeds=1, n_boot=30, oracle_epochs=1),
     "cpu": dict(),
     "paper": dict(dataset="chexpert", image_size=256, labels=tuple(l for l in COMPETITION_LABELS), n_pool=None,
                   labeled_fraction=1.0, n_val=None, n_test=None, n_external=None, external_sites=(),
                   gen_channels=(128, 128, 256, 256, 512, 512), gen_layers=2, gen_label_channels=False, gen_steps=200_000, gen_checkpoints=(50_000, 100_000, 150_000),
                   gen_batch_size=32, gen_lr=1e-4, gen_ema_decay=0.9999, gen_prediction="v_prediction",
-                  gen_schedule="squaredcos_cap_v2", sampler="ddim", sampler_steps=200, clf_arch="densenet121",
-                  clf_epochs=20, n_seeds=5, n_boot=1000),
+                  gen_schedule="squaredcos_cap_v2", gen_cond_hidden=512, gen_dropout=0.1, gen_mixed_precision="bf16",
+                  sampler="ddim", sampler_steps=200, clf_arch="densenet121", clf_epochs=20, n_seeds=5, n_boot=1000,
+                  oracle_arch="densenet121", oracle_epochs=20),
 }
 
-# The fields that define the real training data and the generator (the generator's cache key).
-DATA_FIELDS = ("dataset", "root", "image_size", "labels", "n_pool", "labeled_fraction")
-GEN_FIELDS = DATA_FIELDS + ("seed", "gen_channels", "gen_layers", "gen_adagn", "gen_label_channels", "gen_steps",
-                            "gen_batch_size", "gen_lr", "gen_ema_decay", "gen_prediction", "gen_schedule", "gen_cond_drop")
+# The classifier recipe's fields (part of every classifier's cache key).
 CLF_FIELDS = ("clf_arch", "clf_epochs", "clf_batch_size", "clf_lr", "clf_augment")
 
 
@@ -83,6 +78,9 @@ class StudyConfig(ExperimentConfig):
     gen_prediction: str = "epsilon"  # epsilon | v_prediction
     gen_schedule: str = "linear"  # linear | squaredcos_cap_v2
     gen_cond_drop: float = 0.1  # P(condition dropped) in training: enables classifier-free guidance
+    gen_cond_hidden: int = 128  # width of the condition encoder (labels, sex, age -> embedding)
+    gen_dropout: float = 0.0  # dropout in the UNet's ResNet blocks
+    gen_mixed_precision: str = "no"  # no | fp16 | bf16 (accelerate autocast; bf16 on a recent GPU)
     # sampling ------------------------------------------------------------------------------------
     sampler: str = "ddim"  # ddpm | ddim | dpm++ (DDIM-15 carried the labels best in the chapter-2 A/B)
     sampler_steps: int = 15
@@ -96,17 +94,19 @@ class StudyConfig(ExperimentConfig):
     n_seeds: int = 3  # classifier training seeds per arm (seed, seed+1, ...)
     n_boot: int = 300  # bootstrap resamples for CIs
     threshold_policy: str = "youden"  # fixed | youden | prevalence | sensitivity (chosen on val)
+    # the oracle: the evaluation instrument of the fidelity audits (label consistency, the study feature
+    # space), a classifier trained on the labeled pool; its other settings are the clf_* ones
+    oracle_arch: str = "small_cnn"
+    oracle_epochs: int = 8
 
     PROFILES: ClassVar = STUDY_PROFILES
 
     def validate(self) -> None:
         super().validate()
-        try:
-            check_label_names(self.labels, where="parameter 'labels'")
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        from ..sampling import SAMPLERS
+        from ..data import check_data_params
 
+        check_data_params(self.dataset, self.labels)
+        from ..generators.sampling import SAMPLERS
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"parameter 'sampler': {self.sampler!r} is not one of {list(SAMPLERS)}")
         if self.threshold_policy not in ("fixed", "youden", "prevalence", "sensitivity"):
@@ -115,6 +115,8 @@ class StudyConfig(ExperimentConfig):
             raise ConfigError(f"parameter 'labeled_fraction': must be in (0, 1], got {self.labeled_fraction}")
         if any(c >= self.gen_steps for c in self.gen_checkpoints):
             raise ConfigError(f"parameter 'gen_checkpoints': each must be < gen_steps={self.gen_steps}, got {self.gen_checkpoints}")
+        if self.gen_mixed_precision not in ("no", "fp16", "bf16"):
+            raise ConfigError(f"parameter 'gen_mixed_precision': {self.gen_mixed_precision!r} is not one of no, fp16, bf16")
         if self.n_seeds < 1:
             raise ConfigError(f"parameter 'n_seeds': must be >= 1, got {self.n_seeds}")
 
@@ -197,142 +199,6 @@ def subset(ds: CXRDataset, n: int, name: str | None = None) -> ArrayDataset:
 
 
 # ------------------------------------------------------------------------------------------------
-# Generators
-# ------------------------------------------------------------------------------------------------
-def generator_options(cfg: StudyConfig) -> dict:
-    """Keyword arguments of :func:`cxrlib.diffusion.train_generator` for the study's recipe."""
-    from ..diffusion import GENERATOR_PRESETS
-
-    base = dict(GENERATOR_PRESETS["paper" if cfg.profile == "paper" else "cpu"])
-    for k in ("total_steps", "checkpoint_every", "sample_every", "log_every"):
-        base.pop(k, None)
-    ch = tuple(cfg.gen_channels)
-    groups = min(32, min(ch))
-    while any(c % groups for c in ch):
-        groups //= 2
-    base.update(image_size=cfg.image_size, labels=tuple(cfg.labels), channels=ch, layers_per_block=cfg.gen_layers,
-                time_scale_shift="scale_shift" if cfg.gen_adagn else "default", label_channels=cfg.gen_label_channels,
-                attention=tuple([False] * (len(ch) - 1) + [True]), norm_groups=groups,
-                batch_size=cfg.gen_batch_size, lr=cfg.gen_lr, ema_decay=cfg.gen_ema_decay,
-                prediction_type=cfg.gen_prediction, beta_schedule=cfg.gen_schedule, cond_drop_prob=cfg.gen_cond_drop,
-                warmup_steps=min(100, max(1, cfg.gen_steps // 10)), lr_schedule="constant", seed=cfg.seed)
-    return base
-
-
-def train_cached_generator(cfg: StudyConfig, train: CXRDataset, *, name: str, steps: int | None = None,
-                           checkpoints: Sequence[int] = (), unconditional: bool = False, init_from: str | Path | None = None,
-                           progress: bool = True, **overrides) -> dict[int, Path]:
-    """Train (or fetch) a generator and its EMA snapshots at ``checkpoints``: ``{step: model folder}``.
-
-    The run trains in a work folder under the cache (``work/<key>``), extending the same run from one
-    checkpoint to the next (constant LR after warm-up, so an extended run equals an uninterrupted
-    one), and an interrupted run resumes there. Each snapshot becomes its own cache entry
-    ``generator/<key of recipe + step>``; the work folder is removed once the last one exists."""
-    from .. import cache as C
-    from ..diffusion import train_generator
-    from ..utils import cache_root
-
-    steps = int(steps if steps is not None else cfg.gen_steps)
-    opts = generator_options(cfg)
-    opts.update(overrides)
-    opts.update(unconditional=unconditional)
-    init_key = None
-    if init_from is not None:
-        from ..diffusion import load_generator
-
-        init_key = load_generator(init_from).generator_id
-    recipe = {"name": name, "options": {k: v for k, v in opts.items() if k not in ("device", "progress")},
-              "init": init_key}
-    inputs = [fingerprint(train)]
-    snaps = sorted({int(c) for c in checkpoints if 0 < int(c) < steps} | {steps})
-    keys = {s: C.key("generator", {**recipe, "steps": s}, inputs=inputs) for s in snaps}
-    cache = C.default_cache()
-    if all(cache.exists(k) for k in keys.values()):
-        return {s: C.get(k) for s, k in keys.items()}
-    work = cache_root() / "work" / C.key("generator-run", recipe, inputs=inputs).digest
-    _discard_overshot_work(work, min(s for s, k in keys.items() if not cache.exists(k)))
-    out: dict[int, Path] = {}
-    for s in snaps:
-        def produce(d, s=s):
-            model_dir = train_generator(train_data=train, out_dir=work, total_steps=s, device=cfg.device, progress=progress,
-                                        init_from=init_from, checkpoint_every=max(50, s // 8), sample_every=0,
-                                        log_every=10, **opts)
-            shutil.copytree(model_dir, d / "model")
-            if (work / "train_log.csv").exists():
-                shutil.copy(work / "train_log.csv", d / "train_log.csv")
-
-        out[s] = C.get_or_create(keys[s], produce, expected_bytes=5e7, description=f"generator {name} @ {s} steps")
-    shutil.rmtree(work, ignore_errors=True)
-    return out
-
-
-def _discard_overshot_work(work: Path, next_snapshot: int) -> None:
-    """An interrupted run of the same recipe left ``work`` past the first snapshot still missing (e.g. it
-    ran with other checkpoints): that snapshot cannot be taken from it, so the run restarts from step 0."""
-    from ..io import safe_torch_load
-
-    state = work / "resume" / "state.pt"
-    if not state.exists():
-        return
-    try:
-        step = int(safe_torch_load(state)["step"])
-    except Exception as e:  # unreadable resume state: start over rather than fail later
-        step, why = None, f"its resume state is unreadable ({e})"
-    else:
-        why = f"it is at step {step}, past the snapshot at step {next_snapshot} that is still missing"
-    if step is None or step > next_snapshot:
-        warnings.warn(f"generator work folder {work}: {why}; restarting this generator's training from step 0", stacklevel=3)
-        shutil.rmtree(work)
-
-
-def main_generator(cfg: StudyConfig, sets: RealSets, progress: bool = True) -> dict[int, Path]:
-    """The study's conditional pixel DDPM trained from scratch on R, with its snapshots."""
-    snaps = train_cached_generator(cfg, sets.train, name="ddpm-conditional", checkpoints=cfg.gen_checkpoints, progress=progress)
-    return {s: p / "model" for s, p in snaps.items()}
-
-
-def pretrained_generator(cfg: StudyConfig, sets: RealSets, progress: bool = True) -> Path:
-    """The unconditional DDPM pretrained on the whole pool with every label hidden (Huijben 2024's
-    first stage), same architecture and step count as the main generator. Chapters 4 (labeled
-    fraction) and 7 (few-shot fine-tuning) fine-tune it; the cache shares it between them."""
-    snaps = train_cached_generator(cfg, sets.pool, name="ddpm-unconditional-pretrain", unconditional=True, progress=progress)
-    return snaps[cfg.gen_steps] / "model"
-
-
-# ------------------------------------------------------------------------------------------------
-# Synthetic sets
-# ------------------------------------------------------------------------------------------------
-def synthetic_set(cfg: StudyConfig, generator_dir: str | Path, conditions: pd.DataFrame, *, name: str, seed: int | None = None,
-                  sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
-                  progress: bool = True) -> ArrayDataset:
-    """Sample one image per condition row with per-image seeds (cached), as a labelled dataset whose
-    labels are the conditions. Prefixes of a set equal smaller sets with the same seed."""
-    from .. import cache as C
-    from ..diffusion import load_generator
-    from ..io import sha256_bytes
-    from ..sampling import load_synthetic_set, write_synthetic_set
-
-    sampler = sampler or cfg.sampler
-    steps = int(steps if steps is not None else cfg.sampler_steps)
-    guidance = float(cfg.guidance if guidance is None else guidance)
-    seed = derive_seed(cfg.seed, "synthetic", name) % (2**31) if seed is None else seed
-    gid = load_generator(generator_dir).generator_id
-    cond_hash = sha256_bytes(conditions.to_csv(index=False).encode())[:16]
-    k = C.key("synthetic", {"sampler": sampler, "steps": steps, "guidance": guidance, "seed": seed, "n": len(conditions)},
-              inputs=[f"generator:{gid}", f"conditions:{cond_hash}"])
-
-    def produce(d):
-        write_synthetic_set(generator_dir, conditions, d / "set", seed=seed, sampler=sampler, steps=steps, guidance=guidance,
-                            batch_size=64, device=cfg.device, progress=progress)
-
-    entry = C.get_or_create(k, produce, expected_bytes=len(conditions) * (cfg.image_size**2 + 400) + 1e5,
-                            description=f"synthetic {name}: {len(conditions)} images")
-    ds = load_synthetic_set(entry / "set", verify=False)  # the cache verified every file already
-    ds.name = f"synthetic:{name}"
-    return ds
-
-
-# ------------------------------------------------------------------------------------------------
 # Classifiers and evaluation
 # ------------------------------------------------------------------------------------------------
 def train_cached_classifier(cfg: StudyConfig, train_sets: Sequence[CXRDataset], val: CXRDataset, *, seed: int,
@@ -359,41 +225,112 @@ def train_cached_classifier(cfg: StudyConfig, train_sets: Sequence[CXRDataset], 
 def oracle(cfg: StudyConfig, sets: RealSets, progress: bool = True):
     """The evaluation instrument of the fidelity audits: a classifier trained on the whole labeled
     pool (not only R, and never on synthetic images), used as the label-consistency oracle and,
-    through its penultimate layer, as the ``study`` feature space of FD/KID/precision/recall."""
-    return train_cached_classifier(cfg, [sets.pool], sets.val, seed=derive_seed(cfg.seed, "oracle") % 10_000,
-                                   progress=progress)
+    through its penultimate layer, as the ``study`` feature space of FD/KID/precision/recall. Its
+    architecture and epochs are ``oracle_arch`` / ``oracle_epochs`` (the same in every chapter, so the
+    cache trains it once); its other settings are the chapter's ``clf_*``."""
+    return train_cached_classifier(cfg.replace(clf_arch=cfg.oracle_arch, clf_epochs=cfg.oracle_epochs), [sets.pool],
+                                   sets.val, seed=derive_seed(cfg.seed, "oracle") % 10_000, progress=progress)
 
 
-def run_arms(cfg: StudyConfig, arms: Mapping[str, Sequence[CXRDataset]], sets: RealSets, *, reference: str,
-             balanced: Sequence[str] = (), test_sets: Mapping[str, CXRDataset] | None = None,
-             threshold_policy: str | None = None, progress: bool = True) -> pd.DataFrame:
-    """Train every arm for every seed and evaluate on each test set: the standard results table
-    (``cxrlib.stats``) with an extra ``test_set`` column, plus ``pooled`` rows over seeds."""
-    from ..classify import evaluate_classifiers
-    from ..stats import summarize_seeds
+THRESHOLD_FREE = ("auroc", "auprc", "brier", "ece")  # metrics that need no decision threshold
+
+
+def all_test_sets(sets: RealSets, external: bool = True) -> dict[str, CXRDataset]:
+    """``{"internal": test, <site>: external set, ...}`` (the external sites only with ``external``)."""
+    return {"internal": sets.test, **(sets.external if external else {})}
+
+
+def evaluate_arms(cfg: StudyConfig, arms: Mapping[str, Sequence[CXRDataset]], sets: RealSets, *, reference: str,
+                  metrics: Sequence[str] | None = None, policies: Sequence[str] | None = None, balanced: Sequence[str] = (),
+                  test_sets: Mapping[str, CXRDataset] | None = None, progress: bool = True) -> pd.DataFrame:
+    """Train every arm for every seed (cached) and compare the arms on every test set: the one arms x
+    seeds loop of the experiments.
+
+    1. Every arm x seed (``cfg.clf_seeds()``) is trained or fetched (:func:`train_cached_classifier`;
+       the arms in ``balanced`` with balanced sampling) and predicts the validation set and every
+       test set once.
+    2. Per test set and seed, :func:`cxrlib.stats.compare_arms` gives estimates, patient-level
+       bootstrap CIs and p-values against ``reference`` (Holm-adjusted), for ``metrics`` (default: all
+       of :data:`cxrlib.metrics.METRICS`). Thresholds are chosen on validation by ``cfg.threshold_policy``;
+       with ``policies`` (several threshold policies compared), the threshold-free metrics are evaluated
+       once (``policy = ""``) and the threshold metrics once per policy, in a ``policy`` column.
+    3. With several seeds, ``pooled`` rows per test set (and policy): :func:`cxrlib.stats.summarize_seeds`.
+
+    Returns the results table with a ``test_set`` column (and ``policy``). Default ``test_sets``: the
+    internal test set and every external site."""
+    from ..classify import predict
+    from ..metrics import METRICS
+    from ..stats import compare_arms, summarize_seeds
     from ..utils import tqdm
 
-    test_sets = dict(test_sets or {"internal": sets.test, **sets.external})
-    tables = []
+    if reference not in arms:
+        raise ValueError(f"reference arm {reference!r} is not among the arms {list(arms)}")
+    test_sets = dict(test_sets if test_sets is not None else all_test_sets(sets))
+    metrics = list(metrics if metrics is not None else METRICS)
+    free = [m for m in metrics if m in THRESHOLD_FREE]
+    thresh = [m for m in metrics if m not in THRESHOLD_FREE]
+    if policies is None:  # one policy; none is needed when every metric is threshold-free
+        runs = [(cfg.threshold_policy if thresh else "fixed", metrics)]
+    else:
+        if not policies and thresh:
+            raise ValueError(f"threshold metrics {thresh} need at least one threshold policy")
+        runs = ([("", free)] if free else []) + [(p, thresh) for p in policies if thresh]
+
+    def targets(ds):
+        y, m = ds.targets()
+        cols = [list(ds.label_names).index(l) for l in cfg.labels]
+        return y[:, cols], m[:, cols]
+
+    # 1. train (or fetch) every arm x seed, and predict val and every test set once
     jobs = [(seed, arm) for seed in cfg.clf_seeds() for arm in arms]
     bar = tqdm(jobs, desc="classifier arms", unit="model", **({} if progress else {"disable": True}))
-    models_by_seed: dict[int, dict] = {}
+    val_scores: dict[int, dict] = {}
+    test_scores: dict[int, dict] = {}
     for seed, arm in bar:
         bar.set_postfix_str(f"{arm} seed {seed}")
-        models_by_seed.setdefault(seed, {})[arm] = train_cached_classifier(
-            cfg, arms[arm], sets.val, seed=seed, balanced_sampling=arm in balanced, progress=False)
-    for tname, test in test_sets.items():
-        per_seed = []
-        for seed, models in models_by_seed.items():
-            t = evaluate_classifiers(models, test, reference_arm=reference, val=sets.val,
-                                     threshold_policy=threshold_policy or cfg.threshold_policy, n_boot=cfg.n_boot,
-                                     seed=seed, bootstrap_seed=cfg.seed, device=cfg.device)
-            per_seed.append(t)
-        res = pd.concat(per_seed, ignore_index=True)
-        if len(models_by_seed) > 1:
-            res = pd.concat([res, summarize_seeds(res, reference_arm=reference)], ignore_index=True)
-        tables.append(res.assign(test_set=tname))
+        model = train_cached_classifier(cfg, arms[arm], sets.val, seed=seed, balanced_sampling=arm in balanced, progress=False)
+        val_scores.setdefault(seed, {})[arm] = predict(model, sets.val, device=cfg.device)
+        for t, ds in test_sets.items():
+            test_scores.setdefault(seed, {}).setdefault(t, {})[arm] = predict(model, ds, device=cfg.device)
+    y_val, m_val = targets(sets.val)
+    # 2. compare the arms per test set, seed (and policy)
+    tables = []
+    for t, ds in test_sets.items():
+        y, m = targets(ds)
+        pid = ds.meta["patient_id"].to_numpy()
+        for policy, mets in runs:
+            per_seed = [compare_arms(y, test_scores[seed][t], pid, label_names=cfg.labels, reference_arm=reference, mask=m,
+                                     y_val=y_val, val_scores=val_scores[seed], mask_val=m_val,
+                                     threshold_policy=policy or "fixed", metrics=mets, n_boot=cfg.n_boot, seed=seed,
+                                     bootstrap_seed=cfg.seed)
+                        for seed in cfg.clf_seeds()]
+            res = pd.concat(per_seed, ignore_index=True)
+            # 3. pooled over seeds
+            if len(per_seed) > 1:
+                res = pd.concat([res, summarize_seeds(res, reference_arm=reference)], ignore_index=True)
+            res = res.assign(test_set=t)
+            tables.append(res if policies is None else res.assign(policy=policy))
     return pd.concat(tables, ignore_index=True)
+
+
+def seed_average(results: pd.DataFrame, by: Sequence[str] = ("test_set", "policy", "comparison", "arm", "label", "metric")
+                 ) -> pd.DataFrame:
+    """Summarize the per-seed rows of a results table, one row per group of ``by``: ``estimate`` (mean
+    over seeds), ``ci_low``/``ci_high`` (the envelope of the per-seed patient-level bootstrap 95 %
+    CIs: the lowest lower and the highest upper bound, so it covers each seed's test-set uncertainty
+    and the spread between seeds), ``seed_sd`` (sd over seeds), ``n_seeds`` and ``p_adj_seeds`` (the
+    *largest* per-seed Holm-adjusted p-value: below alpha means significant in every seed).
+
+    Why not the ``pooled`` rows of :func:`cxrlib.stats.summarize_seeds`: their t-interval over seeds
+    has ``n_seeds - 1`` degrees of freedom, so with the 2-3 seeds a CPU budget allows it is wider than
+    [0, 1] (t = 12.7 for 2 seeds) and their paired t-test can hardly reject; they stay in the results
+    table for runs with more seeds."""
+    r = results[results.seed.astype(str) != "pooled"]
+    by = [c for c in by if c in r.columns]
+    g = r.groupby(by, sort=False, dropna=False)
+    return g.agg(estimate=("estimate", "mean"), ci_low=("ci_low", "min"), ci_high=("ci_high", "max"),
+                 seed_sd=("estimate", "std"), n_seeds=("estimate", "size"), p_adj_seeds=("p_adj", "max"),
+                 test=("test", "first")).reset_index()
 
 
 def headline(results: pd.DataFrame, metric: str = "auroc", label: str = "macro", test_set: str = "internal") -> pd.DataFrame:

@@ -10,12 +10,12 @@ overall accuracy (+0.52 points).
 Here, on the study's labeled real set R, four generators of different families:
 
 =========== ===============================================================================================
-``gan``     the label-conditional GAN of :mod:`cxrlib.models.gan`, trained on R
-``ddpm``    the study's conditional pixel DDPM (:func:`common.main_generator`, shared with chapters 2-6)
-``ldm``     the latent diffusion model of :mod:`cxrlib.models.latent` (autoencoder + latent UNet), trained
+``gan``     the label-conditional GAN of :mod:`cxrlib.generators.gan`, trained on R
+``ddpm``    the study's conditional pixel DDPM (:func:`synthetic.main_generator`, shared with chapters 2-6)
+``ldm``     the latent diffusion model of :mod:`cxrlib.generators.latent` (autoencoder + latent UNet), trained
             on R (shared with chapter 8)
 ``fewshot`` the DreamBooth analogue: the study's *unconditional* DDPM pretrained on the unlabeled pool
-            (:func:`common.pretrained_generator`, shared with chapter 4) fine-tuned conditionally on only
+            (:func:`synthetic.pretrained_generator`, shared with chapter 4) fine-tuned conditionally on only
             ``fewshot_k`` labeled images per label (and ``fewshot_k`` images with no study finding)
 =========== ===============================================================================================
 
@@ -27,16 +27,16 @@ label consistency (:mod:`cxrlib.fidelity`). Utility: classifiers trained on R + 
 alone, for several architectures and seeds; AUROC differences with DeLong / bootstrap p-values per
 seed and paired-seed t-tests over seeds (:mod:`cxrlib.stats`).
 
-The latent-diffusion recipe lives in :class:`LatentRecipe` (fields ``ldm_*``), which chapter 8's
+The generators are trained and sampled by :mod:`.generator_families`; the latent-diffusion recipe lives in
+:class:`~.generator_families.LatentRecipe` (fields ``ldm_*``), which chapter 8's
 config also extends, so both chapters train the same model and share it through the cache.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
-from typing import Callable, ClassVar, Mapping
+from typing import ClassVar, Mapping
 
 import numpy as np
 import pandas as pd
@@ -44,42 +44,13 @@ import pandas as pd
 from ..config import ConfigError
 from ..data.base import ArrayDataset, CXRDataset
 from ..utils import derive_seed
-from .common import RealSets, StudyConfig, fingerprint, merge_profiles, subset
+from . import common, synthetic
+from .common import RealSets, merge_profiles, subset
+from .generator_families import (LDM_PROFILES, LatentRecipe, fewshot_generator, gan_generator,
+                                 generated_set, latent_generator)
 
 GENERATORS = ("gan", "ddpm", "ldm", "fewshot")
 GENERATOR_TITLES = {"gan": "GAN", "ddpm": "pixel DDPM", "ldm": "latent diffusion", "fewshot": "few-shot fine-tuned DDPM"}
-
-# The latent-diffusion recipe per profile (chapters 7 and 8 merge these into their own presets).
-LDM_PROFILES: dict[str, dict] = {
-    "smoke": dict(ldm_vae_channels=(8, 16, 16), ldm_vae_steps=12, ldm_channels=(16, 32), ldm_steps=20, ldm_batch_size=16),
-    "cpu": dict(),
-    "paper": dict(ldm_vae_channels=(64, 128, 256, 256), ldm_vae_steps=50_000, ldm_vae_batch_size=16, ldm_vae_lr=1e-4,
-                  ldm_channels=(128, 256, 512), ldm_steps=100_000, ldm_batch_size=64, ldm_lr=1e-4, ldm_ema_decay=0.9999),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class LatentRecipe(StudyConfig):
-    """The study config plus the latent diffusion model's recipe (shared by chapters 7 and 8)."""
-
-    ldm_vae_channels: tuple[int, ...] = (16, 32, 64)  # AutoencoderKL widths; 3 levels: 32 px -> 8x8 latents
-    ldm_latent_channels: int = 4  # latent channels
-    ldm_vae_steps: int = 300  # autoencoder steps
-    ldm_vae_batch_size: int = 32
-    ldm_vae_lr: float = 1e-3
-    ldm_kl_weight: float = 1e-2  # β of the autoencoder's KL term (larger: smoother latent space; see cxrlib.models.latent)
-    ldm_channels: tuple[int, ...] = (32, 64)  # latent UNet widths (attention at the lowest resolution)
-    ldm_steps: int = 800  # latent UNet steps
-    ldm_batch_size: int = 64
-    ldm_lr: float = 1e-3  # AdamW, constant after warm-up (as the pixel DDPM at cpu)
-    ldm_ema_decay: float = 0.995
-
-    def validate(self) -> None:
-        super().validate()
-        if self.image_size % 2 ** (len(self.ldm_vae_channels) - 1):
-            raise ConfigError(f"parameter 'ldm_vae_channels': {len(self.ldm_vae_channels)} levels need image_size divisible by "
-                              f"{2 ** (len(self.ldm_vae_channels) - 1)}, got image_size={self.image_size}")
-
 
 @dataclasses.dataclass(frozen=True)
 class Config(LatentRecipe):
@@ -91,7 +62,7 @@ class Config(LatentRecipe):
     arch_seeds: tuple[int, ...] | None = (2, 1)  # training seeds per architecture (None: n_seeds for all)
     arch_amounts: tuple[int, ...] | None = (2, 1)  # how many of the largest amounts each architecture uses (None: all)
     test_sets: tuple[str, ...] = ("internal",)  # internal and/or external sites (nih, padchest)
-    # GAN (cxrlib.models.gan)
+    # GAN (cxrlib.generators.gan)
     gan_g_channels: tuple[int, ...] = (128, 64, 32, 16)  # generator widths at 4x4 ... image_size
     gan_d_channels: tuple[int, ...] = (32, 64, 128)  # discriminator widths at image_size/2 ... 4x4
     gan_steps: int = 600
@@ -164,124 +135,10 @@ class Config(LatentRecipe):
         return pd.DataFrame(rows)
 
 
-# ------------------------------------------------------------------------------------------------
-# Cached training of the GAN and the latent diffusion model
-# ------------------------------------------------------------------------------------------------
-def train_cached(kind: str, name: str, options: Mapping, train: CXRDataset, train_fn: Callable, *, version: int, device: str,
-                 progress: bool = True) -> Path:
-    """Train (or fetch) a generator with ``train_fn(train_data=, out_dir=, device=, progress=, **options)``;
-    return its finished model folder. As :func:`common.train_cached_generator`: the run trains in
-    ``<cache>/work/<key>`` (an interrupted run resumes there) and the finished model and its logs become
-    the cache entry ``generator/<key of kind + name + options + training data>``. ``version`` is the
-    model code's ``FORMAT_VERSION``: a change of the code that changes what is trained changes the key."""
-    from .. import cache as C
-    from ..utils import cache_root
-
-    recipe = {"name": name, "kind": kind, "version": int(version), "options": dict(options)}
-    inputs = [fingerprint(train)]
-    k = C.key("generator", recipe, inputs=inputs)
-    work = cache_root() / "work" / C.key("generator-run", recipe, inputs=inputs).digest
-
-    def produce(d: Path):
-        model_dir = train_fn(train_data=train, out_dir=work, device=device, progress=progress, **options)
-        shutil.copytree(model_dir, d / "model")
-        for log in sorted(work.glob("*log.csv")):
-            shutil.copy(log, d / log.name)
-
-    entry = C.get_or_create(k, produce, expected_bytes=5e7, description=f"{kind} {name}")
-    shutil.rmtree(work, ignore_errors=True)
-    return entry / "model"
-
-
-def gan_options(cfg: Config) -> dict:
-    """Keyword arguments of :func:`cxrlib.models.gan.train_gan` for the config."""
-    return dict(labels=tuple(cfg.labels), image_size=cfg.image_size, g_channels=tuple(cfg.gan_g_channels),
-                d_channels=tuple(cfg.gan_d_channels), total_steps=cfg.gan_steps, batch_size=cfg.gan_batch_size,
-                lr_g=cfg.gan_lr_g, lr_d=cfg.gan_lr_d, ema_decay=cfg.gan_ema_decay, seed=cfg.seed)
-
-
-def gan_generator(cfg: Config, sets: RealSets, progress: bool = True) -> Path:
-    """The label-conditional GAN trained on R (cached)."""
-    from ..models.gan import FORMAT_VERSION, train_gan
-
-    return train_cached("gan", "gan-conditional", gan_options(cfg), sets.train, train_gan, version=FORMAT_VERSION,
-                        device=cfg.device, progress=progress)
-
-
-def latent_options(cfg: LatentRecipe) -> dict:
-    """Keyword arguments of :func:`cxrlib.models.latent.train_latent_diffusion` for the config (the
-    denoiser's blocks per level, conditioning (AdaGN, label channels), schedule, prediction type and
-    condition dropout are the pixel DDPM's)."""
-    return dict(labels=tuple(cfg.labels), image_size=cfg.image_size, vae_channels=tuple(cfg.ldm_vae_channels),
-                latent_channels=cfg.ldm_latent_channels, vae_steps=cfg.ldm_vae_steps, vae_batch_size=cfg.ldm_vae_batch_size,
-                vae_lr=cfg.ldm_vae_lr, kl_weight=cfg.ldm_kl_weight, unet_channels=tuple(cfg.ldm_channels),
-                layers_per_block=cfg.gen_layers, time_scale_shift="scale_shift" if cfg.gen_adagn else "default",
-                label_channels=cfg.gen_label_channels, total_steps=cfg.ldm_steps,
-                batch_size=cfg.ldm_batch_size, lr=cfg.ldm_lr, warmup_steps=min(100, max(1, cfg.ldm_steps // 10)),
-                ema_decay=cfg.ldm_ema_decay, cond_drop_prob=cfg.gen_cond_drop, prediction_type=cfg.gen_prediction,
-                beta_schedule=cfg.gen_schedule, seed=cfg.seed)
-
-
-def latent_generator(cfg: LatentRecipe, sets: RealSets, progress: bool = True) -> Path:
-    """The label-conditional latent diffusion model trained on R (cached; shared by chapters 7 and 8)."""
-    from ..models.latent import FORMAT_VERSION, train_latent_diffusion
-
-    return train_cached("latent-diffusion", "ldm-conditional", latent_options(cfg), sets.train, train_latent_diffusion,
-                        version=FORMAT_VERSION, device=cfg.device, progress=progress)
-
-
-def few_shot_subset(train: CXRDataset, labels, k: int, seed: int) -> ArrayDataset:
-    """The few-shot training set: for each label, ``k`` images of ``train`` positive for it (drawn
-    without replacement, seeded; an image already drawn for an earlier label is not drawn again), plus
-    ``k`` images negative for every label. Fewer are taken where fewer exist."""
-    from ..utils import torch_generator
-    import torch
-
-    y, m = train.targets()
-    cols = [list(train.label_names).index(l) for l in labels]
-    y, m = y[:, cols], m[:, cols]
-    taken: list[int] = []
-    pools = [np.flatnonzero((y[:, j] == 1) & m[:, j]) for j in range(len(cols))]
-    pools.append(np.flatnonzero(((y == 0) & m).all(axis=1)))  # no study finding
-    for j, pool in enumerate(pools):
-        pool = np.array([i for i in pool if i not in set(taken)], dtype=np.int64)
-        order = torch.randperm(len(pool), generator=torch_generator(derive_seed(seed, "fewshot", j))).numpy()
-        taken += pool[order[:k]].tolist()
-    out = train.subset(np.array(sorted(taken), dtype=np.int64))
-    out.name = f"{train.name}[few-shot k={k}]"
-    return out
-
-
-def fewshot_generator(cfg: Config, sets: RealSets, progress: bool = True) -> Path:
-    """The shared unconditional pretrained DDPM fine-tuned conditionally on :func:`few_shot_subset` (cached)."""
-    from . import common
-
-    pre = common.pretrained_generator(cfg, sets, progress=progress)
-    few = few_shot_subset(sets.train, cfg.labels, cfg.fewshot_k, cfg.seed)
-    snaps = common.train_cached_generator(cfg, few, name=f"ddpm-fewshot-k{cfg.fewshot_k}", steps=cfg.fewshot_steps,
-                                          init_from=pre, progress=progress, lr=cfg.fewshot_lr,
-                                          batch_size=cfg.fewshot_batch_size,
-                                          warmup_steps=min(20, max(1, cfg.fewshot_steps // 10)))
-    return snaps[cfg.fewshot_steps] / "model"
-
-
-def study_oracle(cfg: StudyConfig, sets: RealSets, progress: bool = True):
-    """The study's shared oracle (:func:`common.oracle`) with the classifier recipe of the profile's
-    study presets, whatever this chapter's own classifier settings: the fidelity audits of every
-    chapter then use the same instrument (and the cache trains it once)."""
-    from . import common
-
-    preset = common.STUDY_PROFILES[cfg.profile]
-    recipe = {f: preset.get(f, StudyConfig.__dataclass_fields__[f].default) for f in common.CLF_FIELDS}
-    return common.oracle(cfg.replace(**recipe), sets, progress=progress)
-
-
 def train_generators(cfg: Config, sets: RealSets, progress: bool = True) -> dict[str, Path]:
     """``{generator: finished model folder}`` for ``cfg.generators`` (each trained or fetched from the cache)."""
-    from . import common
-
     build = {"gan": gan_generator, "ldm": latent_generator, "fewshot": fewshot_generator,
-             "ddpm": lambda c, s, progress: common.main_generator(c, s, progress=progress)[c.gen_steps]}
+             "ddpm": synthetic.main_generator}
     return {g: Path(build[g](cfg, sets, progress=progress)) for g in cfg.generators}
 
 
@@ -298,68 +155,11 @@ def training_curves(generators: Mapping[str, Path]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["generator", "step", "series", "value"])
 
 
-# ------------------------------------------------------------------------------------------------
-# Synthetic sets
-# ------------------------------------------------------------------------------------------------
-def generated_set(cfg: StudyConfig, generator_dir: str | Path, conditions: pd.DataFrame, *, name: str, seed: int | None = None,
-                  sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
-                  source: CXRDataset | None = None, strength: float = 1.0, progress: bool = True) -> ArrayDataset:
-    """As :func:`common.synthetic_set` for any generator kind (DDPM sets are delegated to it), and for
-    the latent model's image-to-image sets (``source``, ``strength``): cached, per-image seeds."""
-    from .. import cache as C
-    from ..io import sha256_bytes
-    from ..models.generated_sets import generator_kind, load_any_generator, write_set
-    from ..sampling import load_synthetic_set
-    from . import common
-
-    kind = generator_kind(generator_dir)
-    if kind == "ddpm" and source is None:
-        return common.synthetic_set(cfg, generator_dir, conditions, name=name, seed=seed, sampler=sampler, steps=steps,
-                                    guidance=guidance, progress=progress)
-    sampler = sampler or cfg.sampler
-    steps = int(steps if steps is not None else cfg.sampler_steps)
-    guidance = float(cfg.guidance if guidance is None else guidance)
-    if kind == "gan":
-        sampler, steps, guidance = "gan", 1, 0.0  # one forward pass: the diffusion sampler settings do not apply
-    seed = derive_seed(cfg.seed, "synthetic", name) % (2**31) if seed is None else seed
-    gid = load_any_generator(generator_dir).generator_id
-    cond_hash = sha256_bytes(conditions.to_csv(index=False).encode())[:16]
-    spec = {"kind": kind, "sampler": sampler, "steps": steps, "guidance": guidance, "seed": seed, "n": len(conditions)}
-    if kind == "latent-diffusion":
-        from ..models.latent import LATENT_CLIP
-
-        spec["clip"] = LATENT_CLIP
-    inputs = [f"generator:{gid}", f"conditions:{cond_hash}"]
-    if source is not None:
-        if kind != "latent-diffusion":
-            raise ValueError(f"image-to-image needs the latent diffusion model; {generator_dir} is a {kind!r} generator")
-        spec["strength"] = float(strength)
-        inputs.append(f"source:{fingerprint(source)}")
-    k = C.key("synthetic", spec, inputs=inputs)
-
-    def produce(d: Path):
-        if source is not None:
-            from ..models.latent import write_latent_set
-
-            write_latent_set(generator_dir, conditions, d / "set", seed=seed, sampler=sampler, steps=steps, guidance=guidance,
-                             source=source, strength=strength, device=cfg.device, progress=progress)
-        else:
-            write_set(generator_dir, conditions, d / "set", seed=seed, sampler=sampler, steps=steps, guidance=guidance,
-                      device=cfg.device, progress=progress)
-
-    entry = C.get_or_create(k, produce, expected_bytes=len(conditions) * (cfg.image_size**2 + 400) + 1e5,
-                            description=f"synthetic {name}: {len(conditions)} images")
-    ds = load_synthetic_set(entry / "set", verify=False)  # the cache verified every file already
-    ds.name = f"synthetic:{name}"
-    return ds
-
-
 def synthetic_sets(cfg: Config, generators: Mapping[str, Path], sets: RealSets, progress: bool = True) -> dict[str, ArrayDataset]:
     """One balanced set of ``max(amounts) · L`` images per generator, all with the same conditions
-    (:func:`cxrlib.sampling.balanced_conditions` over R): ``{generator: dataset}``. The first ``a · L``
+    (:func:`cxrlib.generators.conditions.balanced_conditions` over R): ``{generator: dataset}``. The first ``a · L``
     images hold exactly ``a`` images per label."""
-    from ..sampling import balanced_conditions
-
+    from ..generators.conditions import balanced_conditions
     n = max(cfg.amounts) * len(cfg.labels)
     cond = balanced_conditions(sets.train, n, label_names=cfg.labels, seed=derive_seed(cfg.seed, "comparison-conditions") % 2**31)
     return {g: generated_set(cfg, d, cond, name=f"comparison-{g}", progress=progress) for g, d in generators.items()}
@@ -371,8 +171,7 @@ def sample_grid(cfg: Config, generators: Mapping[str, Path], n_per: int = 4, pro
     seeds for every generator."""
     import torch
 
-    from ..sampling import explicit_conditions
-
+    from ..generators.conditions import explicit_conditions
     L = len(cfg.labels)
     y = np.concatenate([np.repeat(np.eye(L), n_per, axis=0), np.zeros((n_per, L))])
     cond = explicit_conditions(y, label_names=cfg.labels)
@@ -399,7 +198,7 @@ def quality(cfg: Config, syn: Mapping[str, CXRDataset], sets: RealSets, progress
     from ..classify import predict
     from ..fidelity import SmallSampleWarning, extract_features, fidelity_report, study_extractor
 
-    oracle = study_oracle(cfg, sets, progress=progress)
+    oracle = common.oracle(cfg, sets, progress=progress)
     extractor = study_extractor(oracle)
     real = subset(sets.test, min(cfg.n_fidelity_real, len(sets.test)))
     x_real, y_real, _ = real.to_tensors()
@@ -446,10 +245,8 @@ def arm_name(generator: str, amount: int) -> str:
 def downstream(cfg: Config, syn: Mapping[str, CXRDataset], sets: RealSets, progress: bool = True) -> pd.DataFrame:
     """Train every architecture of :meth:`Config.arch_plan` on R (arm ``real``) and on R + the first
     ``a · L`` images of each generator's set (arm ``<generator> +<a>/label``), for its seeds; evaluate on
-    ``test_sets``. The standard results table (:func:`common.run_arms`) with ``arch``, ``generator``
+    ``test_sets``. The standard results table (:func:`common.evaluate_arms`) with ``arch``, ``generator``
     (``real`` for the reference) and ``amount`` (0 for the reference) columns."""
-    from . import common
-
     L = len(cfg.labels)
     tests = {"internal": sets.test, **{s: sets.external[s] for s in cfg.test_sets if s != "internal"}}
     parts = []
@@ -461,7 +258,7 @@ def downstream(cfg: Config, syn: Mapping[str, CXRDataset], sets: RealSets, progr
                 arms[arm_name(g, a)] = [sets.train, subset(ds, a * L, name=f"{ds.name}[:{a}/label]")]
                 meta[arm_name(g, a)] = (g, a)
         acfg = cfg.replace(clf_arch=plan.arch, clf_epochs=int(plan.epochs), n_seeds=int(plan.seeds))
-        res = common.run_arms(acfg, arms, sets, reference="real", test_sets=tests, progress=progress)
+        res = common.evaluate_arms(acfg, arms, sets, reference="real", test_sets=tests, progress=progress)
         res["arch"] = plan.arch
         res["generator"] = res["arm"].map(lambda a: meta[a][0])
         res["amount"] = res["arm"].map(lambda a: meta[a][1])

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import ConfigError, ExperimentConfig
-from ..data.labels import CHEXPERT_LABELS, check_label_names
+from ..data.labels import CHEXPERT_LABELS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,18 +45,13 @@ class Config(ExperimentConfig):
 
     def validate(self) -> None:
         super().validate()
-        try:
-            check_label_names(self.labels, where="parameter 'labels'")
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+        from ..data import check_data_params
+
+        check_data_params(self.dataset, self.labels)
         if not all(0 < f <= 1 for f in self.difficulty_fractions):
             raise ConfigError(f"parameter 'difficulty_fractions': each must be in (0, 1], got {self.difficulty_fractions}")
         if self.image_size < 16:
             raise ConfigError(f"parameter 'image_size': must be >= 16, got {self.image_size}")
-        from ..data import DATASETS
-
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"parameter 'dataset': {self.dataset!r} is not one of {list(DATASETS)}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -242,3 +237,26 @@ def prevalence_gap(prev: pd.DataFrame) -> dict:
     gap = (phantom - real).abs().dropna()
     site, label = gap.idxmax()
     return {"gap": float(gap.max()), "site": site, "label": label, "max_followups": SITES[site].max_studies}
+
+
+def plot_learning_curve(curve: pd.DataFrame):
+    """Test AUROC against the labeled fraction (log axis): per label (thin lines) and the macro
+    average with its 95 % CI (black). Returns ``(figure, macro rows)``."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    auc = curve[curve.metric == "auroc"].copy()
+    auc["fraction"] = auc["arm"].str.replace("frac=", "").astype(float)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sns.lineplot(data=auc[auc.label != "macro"], x="fraction", y="estimate", hue="label", marker="o", ax=ax, legend=False,
+                 palette="tab20", alpha=0.45)
+    m = auc[auc.label == "macro"].sort_values("fraction")
+    ax.errorbar(m["fraction"], m["estimate"], yerr=[m["estimate"] - m["ci_low"], m["ci_high"] - m["estimate"]],
+                color="black", marker="s", lw=2, capsize=3, label="macro AUROC (95 % CI)")
+    ax.set_xscale("log")
+    ax.set_xticks(m["fraction"])
+    ax.set_xticklabels([f"{f:.0%}" for f in m["fraction"]])
+    ax.set_xlabel("labeled fraction of the train split")
+    ax.set_ylabel("test AUROC")
+    ax.legend()
+    return fig, m[["arm", "estimate", "ci_low", "ci_high", "p_value", "p_adj", "n"]]

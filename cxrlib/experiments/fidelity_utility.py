@@ -48,6 +48,7 @@ import pandas as pd
 from ..config import ConfigError
 from . import common
 from . import pretraining as P
+from . import synthetic
 from .common import StudyConfig, merge_profiles
 
 # Fidelity metrics correlated with utility, and which direction means "more faithful / better".
@@ -108,8 +109,7 @@ class Config(StudyConfig):
 def parse_samplers(specs: Sequence[str]) -> list[tuple[str, int]]:
     """``["ddim-10", "dpm++-5"]`` -> ``[("ddim", 10), ("dpm++", 5)]`` (chapter 2's notation;
     ConfigError naming a bad one)."""
-    from ..sampling import SAMPLERS
-
+    from ..generators.sampling import SAMPLERS
     out = []
     for spec in specs:
         name, _, steps = str(spec).rpartition("-")
@@ -138,16 +138,16 @@ def sampling_grid(cfg: Config) -> tuple[tuple[float, ...], list[tuple[str, int]]
 def pretraining_config(cfg: Config) -> P.Config:
     """Chapter 4's config at this profile with this chapter's study fields (the generator recipes)."""
     shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(StudyConfig)}
+    base = P.Config.from_params(profile=cfg.profile)  # chapter 4's grid at this profile
     # chapter 4 requires its scratch fractions to hold labeled_fraction (its reference arm)
-    scratch = set(P.Config.PROFILES[cfg.profile].get("scratch_fractions", P.Config.scratch_fractions)) | {cfg.labeled_fraction}
-    return P.Config.from_params(**shared, scratch_fractions=tuple(sorted(scratch)))
+    return base.replace(**shared, scratch_fractions=tuple(sorted(set(base.scratch_fractions) | {cfg.labeled_fraction})))
 
 
 def variants(cfg: Config, sets: common.RealSets, progress: bool = True) -> pd.DataFrame:
     """One row per variant (index = its name): ``family, path, gen_step, sampler, steps, guidance``.
     Trains the main generator if needed (it is shared with chapters 2-5), and chapter 4's generators
     only if ``pretraining_variants="always"``."""
-    snaps = common.main_generator(cfg, sets, progress=progress)
+    snaps = synthetic.main_generator_snapshots(cfg, sets, progress=progress)
     final = snaps[cfg.gen_steps]
     d = dict(sampler=cfg.sampler, steps=cfg.sampler_steps, guidance=cfg.guidance)
     rows = [dict(variant=f"final ({cfg.sampler}-{cfg.sampler_steps}, w={cfg.guidance:g})", family="default", path=final,
@@ -189,7 +189,8 @@ def utility(cfg: Config, sets: common.RealSets, syn: Mapping, progress: bool = T
     for v, ds in syn.items():
         arms[f"synthetic only: {v}"] = [ds]
         arms[f"real + synthetic: {v}"] = [sets.train, ds]
-    return P.evaluate_arms(cfg, arms, sets, reference="real", progress=progress)
+    return common.evaluate_arms(cfg, arms, sets, reference="real", metrics=("auroc",), test_sets={"internal": sets.test},
+                                progress=progress)
 
 
 def variant_table(var: pd.DataFrame, results: pd.DataFrame, fid: pd.DataFrame) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 its training curve, samples per label, whether the samples carry their labels, the trade-off of
 sampler, step count and guidance against fidelity and time, and a memorization audit.
 
-The generator is :func:`cxrlib.experiments.common.main_generator` — trained once on R and shared
+The generator is :func:`cxrlib.experiments.synthetic.main_generator` — trained once on R and shared
 through the cache with chapters 3, 5 and 6.
 """
 
@@ -45,8 +45,7 @@ class Config(StudyConfig):
 
 def parse_variant(text: str) -> tuple[str, int]:
     """``"dpm++-20"`` -> ``("dpm++", 20)``; errors name the bad value."""
-    from ..sampling import SAMPLERS
-
+    from ..generators.sampling import SAMPLERS
     name, _, steps = text.rpartition("-")
     if name not in SAMPLERS or not steps.isdigit() or int(steps) < 1:
         raise ConfigError(f"parameter 'sampler_grid': {text!r} is not '<sampler>-<steps>' with sampler in {list(SAMPLERS)}")
@@ -66,8 +65,7 @@ def training_log(snapshots: dict[int, Path]) -> pd.DataFrame:
 def label_conditions(cfg: Config) -> tuple[pd.DataFrame, list[str]]:
     """One row per label with only that finding present, then a row with every label absent;
     ``n_per_label`` images per row (demographics unknown)."""
-    from ..sampling import explicit_conditions
-
+    from ..generators.conditions import explicit_conditions
     L = len(cfg.labels)
     rows = [np.eye(L)[j] for j in range(L)] + [np.zeros(L)]
     names = list(cfg.labels) + ["none of the labels"]
@@ -78,8 +76,8 @@ def label_conditions(cfg: Config) -> tuple[pd.DataFrame, list[str]]:
 def label_grids(cfg: Config, gen_dir: Path) -> dict[float, np.ndarray]:
     """Per guidance weight: images ``[rows, n_per_label, S, S]`` for :func:`label_conditions`
     (the same per-image seeds in every grid, so columns are comparable across guidance)."""
-    from ..sampling import image_seeds, sample_images
-    from ..diffusion import load_generator
+    from ..generators.sampling import image_seeds, sample_images
+    from ..generators.ddpm import load_generator
     from ..models.unet import Condition
 
     cond_table, names = label_conditions(cfg)
@@ -96,8 +94,7 @@ def label_grids(cfg: Config, gen_dir: Path) -> dict[float, np.ndarray]:
 
 def eval_conditions(cfg: Config, sets: RealSets) -> pd.DataFrame:
     """Conditions at the training prevalence (labels and demographics drawn jointly from R)."""
-    from ..sampling import prevalence_conditions
-
+    from ..generators.conditions import prevalence_conditions
     return prevalence_conditions(sets.train, cfg.n_eval, label_names=cfg.labels, seed=cfg.seed)
 
 
@@ -106,12 +103,12 @@ def variant_metrics(cfg: Config, sets: RealSets, gen_dir: Path, oracle_model, *,
     """Fidelity (FD, KID, precision/recall/density/coverage in the oracle's feature space against
     the real test set), label consistency (oracle AUROC per label, macro) and fresh sampling time."""
     from ..classify import predict
-    from ..diffusion import load_generator
+    from ..generators.ddpm import load_generator
     from ..fidelity import (extract_features, frechet_distance, kernel_distance, label_consistency,
                             precision_recall_density_coverage, study_extractor)
     from ..models.unet import Condition
-    from ..sampling import image_seeds, sample_images
-    from .common import synthetic_set
+    from ..generators.sampling import image_seeds, sample_images
+    from .synthetic import synthetic_set
 
     cond = eval_conditions(cfg, sets)
     syn = synthetic_set(cfg, gen_dir, cond, name="eval-prevalence", sampler=sampler, steps=steps, guidance=guidance,
@@ -165,10 +162,10 @@ def label_flip_effects(cfg: Config, sets: RealSets, gen_dir: Path, oracle_model,
     (``p_adj``, statsmodels) and ``n``."""
     from ..classify import predict
     from ..fidelity import paired_label_effect
-    from ..sampling import flipped_conditions
+    from ..generators.conditions import flipped_conditions
     from ..stats import adjust_pvalues
     from ..utils import derive_seed, tqdm
-    from .common import synthetic_set
+    from .synthetic import synthetic_set
 
     rows = []
     for j, label in enumerate(tqdm(list(cfg.labels), desc="label flips", **({} if progress else {"disable": True}))):
@@ -215,7 +212,7 @@ def real_reference(cfg: Config, sets: RealSets, oracle_model) -> dict:
 def memorization(cfg: Config, sets: RealSets, gen_dir: Path, oracle_model):
     """Replica audit of the evaluation set: nearest R image, calibrated on held-out real (val)."""
     from ..fidelity import extract_features, memorization_audit, study_extractor
-    from .common import synthetic_set
+    from .synthetic import synthetic_set
 
     syn = synthetic_set(cfg, gen_dir, eval_conditions(cfg, sets), name="eval-prevalence", progress=False)
     ex = study_extractor(oracle_model)

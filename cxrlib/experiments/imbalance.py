@@ -12,7 +12,7 @@ the study recipe, ``n_seeds`` seeds; ``n_syn = round(synthetic_fraction · |R|)`
 ``real``              R (the reference of every p-value)
 ``synthetic-natural`` ``n_syn`` synthetic images at R's label distribution (rows of R drawn with
                       replacement: labels, co-occurrence and demographics); it is the start of
-                      chapter 5's natural-prevalence stream (:func:`.supplementation.natural_synthetic`)
+                      chapter 5's natural-prevalence stream (:func:`.synthetic.natural_synthetic`)
 ``synthetic-balanced`` ``n_syn`` synthetic images, image ``k`` positive for label ``k mod L`` (its other
                       labels and demographics from a real row positive for that label)
 ``real+minority``     R + synthetic positives of the minority labels (:func:`minority_plan`)
@@ -44,7 +44,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import ClassVar, Mapping, Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
@@ -53,7 +53,8 @@ from ..config import ConfigError
 from ..data.base import ArrayDataset, CXRDataset
 from ..metrics import THRESHOLD_POLICIES
 from ..utils import derive_seed
-from .common import RealSets, StudyConfig, merge_profiles, synthetic_set
+from .common import RealSets, StudyConfig, evaluate_arms, merge_profiles, seed_average
+from .synthetic import natural_synthetic, synthetic_set
 
 ARMS = ("real", "synthetic-natural", "synthetic-balanced", "real+minority", "real-oversampled")
 # The metrics of the chapter (Rajaraman 2024's list + AUROC); the results table holds all of cxrlib.metrics.
@@ -112,8 +113,7 @@ def minority_plan(source: CXRDataset, labels: Sequence[str], *, target: float, o
     ``plan`` has one row per label: ``label, positives_R, prevalence_R, target, added (conditioned on
     this label), positives_after, prevalence_after`` (counts over R + all added images, the
     co-occurring positives of ``others="joint"`` included)."""
-    from ..sampling import minority_conditions
-
+    from ..generators.conditions import minority_conditions
     if not 0 < target <= 1:
         raise ValueError(f"minority_plan: target must be in (0, 1], got {target}")
     labels = list(labels)
@@ -148,8 +148,7 @@ def plan_minority(cfg: Config, real: CXRDataset) -> tuple[pd.DataFrame, pd.DataF
 def synthetic_conditions(cfg: Config, real: CXRDataset) -> dict[str, pd.DataFrame]:
     """Conditions of the balanced synthetic set and of the minority images (the natural set comes
     from chapter 5's stream, :func:`synthetic_sets`)."""
-    from ..sampling import balanced_conditions
-
+    from ..generators.conditions import balanced_conditions
     n_syn = int(round(cfg.synthetic_fraction * len(real)))
     out = {}
     if "synthetic-balanced" in cfg.arms:
@@ -161,7 +160,6 @@ def synthetic_conditions(cfg: Config, real: CXRDataset) -> dict[str, pd.DataFram
 
 def synthetic_sets(cfg: Config, generator_dir: str | Path, real: CXRDataset, progress: bool = True) -> dict[str, ArrayDataset]:
     """The synthetic sets the arms need (cached): ``natural``, ``balanced``, ``minority``."""
-    from .supplementation import natural_synthetic
 
     out = {}
     if "synthetic-natural" in cfg.arms:
@@ -219,82 +217,17 @@ def label_distribution(arms: dict[str, Sequence[CXRDataset]], labels: Sequence[s
 # ------------------------------------------------------------------------------------------------
 # Classifiers and evaluation
 # ------------------------------------------------------------------------------------------------
-THRESHOLD_FREE = ("auroc", "auprc", "brier", "ece")
-
-
-def evaluate_arms(cfg: StudyConfig, arms: Mapping[str, Sequence[CXRDataset]], sets: RealSets, *, reference: str,
-                  policies: Sequence[str] = ("youden",), metrics: Sequence[str] = REPORTED_METRICS,
-                  balanced: Sequence[str] = (), test_sets: Mapping[str, CXRDataset] | None = None,
-                  progress: bool = True) -> pd.DataFrame:
-    """:func:`cxrlib.experiments.common.run_arms` for several threshold policies and a subset of
-    metrics, at a fraction of the cost.
-
-    Every arm is trained for every seed (the same cached classifiers as ``run_arms``) and predicts
-    the validation and test images once. Per test set, seed and policy,
-    :func:`cxrlib.stats.compare_arms` evaluates the threshold metrics of ``metrics``; the
-    threshold-free ones (AUROC, AUPRC, Brier, ECE, and ``auroc_diff``) do not depend on the policy
-    and are evaluated once, with ``policy = ""``. (The patient-level bootstrap of AUROC is most of
-    the evaluation's cost; only the metrics asked for are bootstrapped.) Returns the results table
-    with ``test_set`` and ``policy`` columns and, with several seeds, ``pooled`` rows per test set
-    and policy (:func:`cxrlib.stats.summarize_seeds`)."""
-    from ..classify import predict
-    from ..stats import compare_arms, summarize_seeds
-    from ..utils import tqdm
-    from .common import train_cached_classifier
-
-    test_sets = dict(test_sets or {"internal": sets.test, **sets.external})
-    free = [m for m in metrics if m in THRESHOLD_FREE]
-    thresh = [m for m in metrics if m not in THRESHOLD_FREE]
-    if not policies and thresh:
-        raise ValueError(f"threshold metrics {thresh} need at least one threshold policy")
-
-    def targets(ds):
-        y, m = ds.targets()
-        cols = [list(ds.label_names).index(l) for l in cfg.labels]
-        return y[:, cols], m[:, cols]
-
-    # 1. train (or fetch) every arm x seed, and predict val and every test set once
-    jobs = [(seed, arm) for seed in cfg.clf_seeds() for arm in arms]
-    bar = tqdm(jobs, desc="classifier arms", unit="model", **({} if progress else {"disable": True}))
-    val_scores: dict[int, dict] = {}
-    test_scores: dict[int, dict] = {}
-    for seed, arm in bar:
-        bar.set_postfix_str(f"{arm} seed {seed}")
-        model = train_cached_classifier(cfg, arms[arm], sets.val, seed=seed, balanced_sampling=arm in balanced, progress=False)
-        val_scores.setdefault(seed, {})[arm] = predict(model, sets.val, device=cfg.device)
-        for t, ds in test_sets.items():
-            test_scores.setdefault(seed, {}).setdefault(t, {})[arm] = predict(model, ds, device=cfg.device)
-    y_val, m_val = targets(sets.val)
-    # 2. compare the arms per test set, seed and policy (threshold-free metrics once)
-    tables = []
-    for t, ds in test_sets.items():
-        y, m = targets(ds)
-        pid = ds.meta["patient_id"].to_numpy()
-        runs = ([("", free)] if free else []) + [(p, thresh) for p in policies if thresh]
-        for policy, mets in runs:
-            per_seed = [compare_arms(y, test_scores[seed][t], pid, label_names=cfg.labels, reference_arm=reference, mask=m,
-                                     y_val=y_val, val_scores=val_scores[seed], mask_val=m_val,
-                                     threshold_policy=policy or "fixed", metrics=mets, n_boot=cfg.n_boot, seed=seed,
-                                     bootstrap_seed=cfg.seed)
-                        for seed in cfg.clf_seeds()]
-            res = pd.concat(per_seed, ignore_index=True)
-            if len(per_seed) > 1:
-                res = pd.concat([res, summarize_seeds(res, reference_arm=reference)], ignore_index=True)
-            tables.append(res.assign(test_set=t, policy=policy))
-    return pd.concat(tables, ignore_index=True)
-
-
 def run(cfg: Config, arms: dict[str, Sequence[CXRDataset]], sets: RealSets, progress: bool = True) -> pd.DataFrame:
     """Train every arm (cached) and evaluate it on the internal test set under every threshold policy
-    (:func:`evaluate_arms`, metrics :data:`REPORTED_METRICS`).
+    (:func:`cxrlib.experiments.common.evaluate_arms`, metrics :data:`REPORTED_METRICS`).
 
     Adds a ``comparison`` column: ``"vs real"`` (p-values against ``real``) or ``"balanced vs
     natural"`` (only the two synthetic-only arms, p-values of ``synthetic-balanced`` against
     ``synthetic-natural``: Huijben's comparison)."""
     balanced = [a for a in arms if a == "real-oversampled"]
     tests = {"internal": sets.test}
-    out = [evaluate_arms(cfg, arms, sets, reference="real", policies=cfg.threshold_policies, balanced=balanced,
-                         test_sets=tests, progress=progress).assign(comparison="vs real")]
+    out = [evaluate_arms(cfg, arms, sets, reference="real", metrics=REPORTED_METRICS, policies=cfg.threshold_policies,
+                         balanced=balanced, test_sets=tests, progress=progress).assign(comparison="vs real")]
     if "synthetic-natural" in arms and "synthetic-balanced" in arms:
         pair = {a: arms[a] for a in ("synthetic-natural", "synthetic-balanced")}
         r = evaluate_arms(cfg, pair, sets, reference="synthetic-natural", policies=cfg.threshold_policies,
@@ -308,26 +241,6 @@ def _by_policy(results: pd.DataFrame) -> pd.DataFrame:
     policies = [p for p in dict.fromkeys(results.policy) if p]
     free = results[results.policy == ""]
     return pd.concat([results[results.policy != ""]] + [free.assign(policy=p) for p in policies], ignore_index=True)
-
-
-def seed_average(results: pd.DataFrame, by: Sequence[str] = ("test_set", "policy", "comparison", "arm", "label", "metric")
-                 ) -> pd.DataFrame:
-    """Summarize the per-seed rows of a results table, one row per group of ``by``: ``estimate`` (mean
-    over seeds), ``ci_low``/``ci_high`` (the envelope of the per-seed patient-level bootstrap 95 %
-    CIs: the lowest lower and the highest upper bound, so it covers each seed's test-set uncertainty
-    and the spread between seeds), ``seed_sd`` (sd over seeds), ``n_seeds`` and ``p_adj_seeds`` (the
-    *largest* per-seed Holm-adjusted p-value: below alpha means significant in every seed).
-
-    Why not the ``pooled`` rows of :func:`cxrlib.stats.summarize_seeds`: their t-interval over seeds
-    has ``n_seeds - 1`` degrees of freedom, so with the 2-3 seeds a CPU budget allows it is wider than
-    [0, 1] (t = 12.7 for 2 seeds) and their paired t-test can hardly reject; they stay in the results
-    table for runs with more seeds."""
-    r = results[results.seed.astype(str) != "pooled"]
-    by = [c for c in by if c in r.columns]
-    g = r.groupby(by, sort=False, dropna=False)
-    return g.agg(estimate=("estimate", "mean"), ci_low=("ci_low", "min"), ci_high=("ci_high", "max"),
-                 seed_sd=("estimate", "std"), n_seeds=("estimate", "size"), p_adj_seeds=("p_adj", "max"),
-                 test=("test", "first")).reset_index()
 
 
 def summary(results: pd.DataFrame, label: str = "macro", comparison: str = "vs real",

@@ -6,10 +6,10 @@ class-imbalanced training (and validation) sets of an Inception-V3, and reported
 sensitivity, specificity, F-score, MCC, κ and Youden's index against the baseline: the augmentation
 significantly improved Youden's index (p < 0.05).
 
-Here the study's conditional latent diffusion model (:func:`comparison.latent_generator`, trained on
+Here the study's conditional latent diffusion model (:func:`generator_families.latent_generator`, trained on
 R and shared with chapter 7) translates images of R with **no study finding** into images of the
 **minority label** (``minority_label``; the condition is the source's with that label set to 1 and
-every other label 0, sex and age kept) by SDEdit (:func:`cxrlib.models.latent.sample_latent`):
+every other label 0, sex and age kept) by SDEdit (:func:`cxrlib.generators.latent_sampling.sample_latent`):
 
 1. a strength sweep: grids source -> translation, how far the translation moves from its source
    (mean absolute pixel change) and whether it carries the label: the shared oracle's probability of
@@ -37,8 +37,9 @@ import pandas as pd
 from ..config import ConfigError
 from ..data.base import ArrayDataset, CXRDataset
 from ..utils import derive_seed
+from . import common
 from .common import RealSets, merge_profiles
-from .comparison import LDM_PROFILES, LatentRecipe, generated_set
+from .generator_families import LDM_PROFILES, LatentRecipe, generated_set
 
 # The minority metrics Rajaraman reports (cxrlib.metrics names), then AUROC.
 REPORTED_METRICS = ("balanced_accuracy", "sensitivity", "specificity", "f1", "mcc", "kappa", "youden", "auroc")
@@ -96,8 +97,7 @@ def translation_conditions(cfg: Config, sources: CXRDataset, to_minority: bool =
     """One row per source: the minority label 1 (``to_minority=False``: 0, the *control* translation
     that keeps the source normal), every other label 0, the source's sex and age, and ``source_row``
     (its index in ``sources``)."""
-    from ..sampling import explicit_conditions
-
+    from ..generators.conditions import explicit_conditions
     y = np.zeros((len(sources), len(cfg.labels)))
     y[:, list(cfg.labels).index(cfg.minority_label)] = 1.0 if to_minority else 0.0
     sex = [s if s in ("F", "M") else None for s in sources.meta["sex"]]
@@ -153,9 +153,8 @@ def consistency(cfg: Config, sets: RealSets, sources: CXRDataset, trans: dict[fl
     artefacts of encoding and denoising, so it overstates label carrying)."""
     from ..classify import predict
     from ..metrics import auroc, choose_thresholds
-    from .comparison import study_oracle
 
-    oracle = study_oracle(cfg, sets, progress=progress)
+    oracle = common.oracle(cfg, sets, progress=progress)
     j = list(oracle.label_names).index(cfg.minority_label)
     others = [i for i, l in enumerate(oracle.label_names) if l in cfg.labels and l != cfg.minority_label]
     _, y_val, m_val = sets.val.to_tensors()
@@ -191,16 +190,14 @@ def arm_name(strength: float) -> str:
 
 
 def downstream(cfg: Config, sets: RealSets, trans: dict[float, ArrayDataset], progress: bool = True) -> pd.DataFrame:
-    """The standard results table (:func:`common.run_arms`, internal test set) of ``real`` and
+    """The standard results table (:func:`common.evaluate_arms`, internal test set) of ``real`` and
     ``real + img2img s=<strength>`` for each of ``arm_strengths``."""
-    from . import common
-
     arms = {"real": [sets.train]}
     for s in cfg.arm_strengths:
         if float(s) not in trans:
             raise ValueError(f"arm strength {s} has no translated set; translate at it first (strengths={list(trans)})")
         arms[arm_name(s)] = [sets.train, trans[float(s)]]
-    return common.run_arms(cfg, arms, sets, reference="real", test_sets={"internal": sets.test}, progress=progress)
+    return common.evaluate_arms(cfg, arms, sets, reference="real", test_sets={"internal": sets.test}, progress=progress)
 
 
 def minority_table(cfg: Config, results: pd.DataFrame) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import pandas as pd
 
-from ..config import ExperimentConfig
+from ..config import ConfigError, ExperimentConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,17 +22,24 @@ class Config(ExperimentConfig):
     NAME: ClassVar[str] = "performance"
     phantom_images: int = 4000  # images rendered for the phantom benchmark (64 px)
     classifier_images: int = 512  # images per classifier-training benchmark
-    generator_steps: int = 10  # optimizer steps of the generator-training benchmark (cpu preset)
+    generator_steps: int = 10  # optimizer steps of the generator-training benchmark
     sampler_images: int = 16  # images per sampler benchmark
-    generator_preset: str = "cpu"  # tiny | cpu | paper (cxrlib.diffusion.GENERATOR_PRESETS)
+    generator_profile: str = "cpu"  # whose study generator recipe is timed: smoke | cpu | paper
     sampler_steps: tuple[int, int, int] = (250, 50, 20)  # DDPM, DDIM, DPM-Solver++ steps
 
     PROFILES: ClassVar = {
         "smoke": dict(phantom_images=300, classifier_images=128, generator_steps=2, sampler_images=4,
-                      generator_preset="tiny", sampler_steps=(20, 5, 5)),
+                      generator_profile="smoke", sampler_steps=(20, 5, 5)),
         "cpu": {},
         "paper": dict(phantom_images=10000, classifier_images=2048, generator_steps=50, sampler_images=64),
     }
+
+    def validate(self) -> None:
+        super().validate()
+        from ..config import PROFILE_NAMES
+
+        if self.generator_profile not in PROFILE_NAMES:
+            raise ConfigError(f"parameter 'generator_profile': {self.generator_profile!r} is not one of {list(PROFILE_NAMES)}")
 
 
 def benchmarks(cfg: Config) -> pd.DataFrame:
@@ -42,14 +49,14 @@ def benchmarks(cfg: Config) -> pd.DataFrame:
     rows = bench.bench_phantom(n=cfg.phantom_images, size=64)
     rows += bench.bench_classifier(size=32, n=cfg.classifier_images)
     rows += bench.bench_classifier(size=64, n=cfg.classifier_images)
-    rows += bench.bench_generator(preset=cfg.generator_preset, steps=cfg.generator_steps, n_sample=cfg.sampler_images,
+    rows += bench.bench_generator(profile=cfg.generator_profile, steps=cfg.generator_steps, n_sample=cfg.sampler_images,
                                   sampler_steps=dict(zip(("ddpm", "ddim", "dpm++"), cfg.sampler_steps)))
     return pd.DataFrame(rows).assign(**{k: str(v) for k, v in bench.machine().items()})
 
 
 def chapter_times(cfg: Config) -> pd.DataFrame:
     """Wall time of every chapter's most recent complete run at this profile (from ``runs/``)."""
-    from ..runner import runs_root
+    from ..run_context import runs_root
 
     rows = []
     for rec_path in sorted(runs_root().glob(f"*/{cfg.profile}-*/run.json")):

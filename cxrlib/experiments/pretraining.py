@@ -7,11 +7,11 @@ training data to be reduced to 25 % of the original set". This chapter reproduce
 =================== =============================================================================
 generator           recipe
 =================== =============================================================================
-pretrained+FT f     the unconditional DDPM of :func:`common.pretrained_generator` (the whole pool,
+pretrained+FT f     the unconditional DDPM of :func:`synthetic.pretrained_generator` (the whole pool,
                     labels hidden, ``gen_steps`` steps; shared with chapter 7), then ``ft_steps``
                     conditional steps on the labeled subset R_f
 scratch f           the study's conditional DDPM recipe trained from scratch on R_f (``gen_steps``
-                    steps). At ``f = labeled_fraction`` it *is* :func:`common.main_generator`.
+                    steps). At ``f = labeled_fraction`` it *is* :func:`synthetic.main_generator`.
 =================== =============================================================================
 
 R_f is the set of pool images in the manifest's nested labeled subset of fraction f
@@ -49,6 +49,7 @@ import pandas as pd
 from ..config import ConfigError
 from ..data.base import CXRDataset
 from . import common
+from . import synthetic
 from .common import StudyConfig, merge_profiles
 
 # The fidelity metrics shown in the summary (rows of fidelity_report with label "all").
@@ -132,8 +133,7 @@ def conditions(cfg: StudyConfig, sets: common.RealSets, n: int) -> pd.DataFrame:
     demographics jointly, at R's prevalence). They are chapter 2's evaluation conditions
     (:func:`generators.eval_conditions`), so with ``n`` equal to its ``n_eval`` the main generator's
     synthetic sets of chapter 2 (sampler and guidance variants) come from the cache."""
-    from ..sampling import prevalence_conditions
-
+    from ..generators.conditions import prevalence_conditions
     return prevalence_conditions(sets.train, n, label_names=cfg.labels, seed=cfg.seed)
 
 
@@ -145,7 +145,7 @@ def sample(cfg: StudyConfig, generator_dir: str | Path, conds: pd.DataFrame, *, 
            steps: int | None = None, guidance: float | None = None, progress: bool = True):
     """One synthetic set of ``generator_dir`` on ``conds`` (cached). Every generator and sampler
     setting uses the same per-image seeds (the set's name, hence its seed, does not depend on them)."""
-    return common.synthetic_set(cfg, generator_dir, conds, name=SET_NAME, sampler=sampler, steps=steps,
+    return synthetic.synthetic_set(cfg, generator_dir, conds, name=SET_NAME, sampler=sampler, steps=steps,
                                 guidance=guidance, progress=progress)
 
 
@@ -154,13 +154,12 @@ def sample(cfg: StudyConfig, generator_dir: str | Path, conds: pd.DataFrame, *, 
 # ------------------------------------------------------------------------------------------------
 def cached_generator(cfg: StudyConfig, train: CXRDataset, *, name: str, steps: int, unconditional: bool = False,
                      init_from: str | Path | None = None, **overrides) -> Path | None:
-    """The model folder of a generator :func:`common.train_cached_generator` would return for these
+    """The model folder of a generator :func:`synthetic.train_cached_generator` would return for these
     arguments if it is in the cache, else None (nothing is trained). The key is built as there
     (``tests/test_exp_pretraining.py`` checks that the two agree)."""
     from .. import cache as C
-    from ..diffusion import load_generator
-
-    opts = common.generator_options(cfg)
+    from ..generators.ddpm import load_generator
+    opts = synthetic.generator_options(cfg)
     opts.update(overrides)
     opts.update(unconditional=unconditional)
     recipe = {"name": name, "options": {k: v for k, v in opts.items() if k not in ("device", "progress")},
@@ -174,16 +173,16 @@ def _generator(cfg: StudyConfig, train: CXRDataset, *, cached_only: bool, progre
     """Train (or fetch) one generator snapshot; with ``cached_only``, only fetch (None if absent)."""
     if cached_only:
         return cached_generator(cfg, train, name=name, steps=steps, **kw)
-    return common.train_cached_generator(cfg, train, name=name, steps=steps, progress=progress, **kw)[steps] / "model"
+    return synthetic.train_cached_generator(cfg, train, name=name, steps=steps, progress=progress, **kw)[steps] / "model"
 
 
 def pretrained(cfg: Config, sets: common.RealSets, progress: bool = True, cached_only: bool = False) -> Path | None:
     """The unconditional DDPM (pool, labels hidden): with ``pretrain_steps`` None (or = gen_steps) it
-    is the generator of :func:`common.pretrained_generator`, shared with chapter 7 (same recipe, same
+    is the generator of :func:`synthetic.pretrained_generator`, shared with chapter 7 (same recipe, same
     cache key)."""
     steps = cfg.pretrain_steps or cfg.gen_steps
     if steps == cfg.gen_steps and not cached_only:
-        return common.pretrained_generator(cfg, sets, progress=progress)
+        return synthetic.pretrained_generator(cfg, sets, progress=progress)
     return _generator(cfg, sets.pool, cached_only=cached_only, progress=progress, name="ddpm-unconditional-pretrain",
                       steps=steps, unconditional=True)
 
@@ -203,9 +202,9 @@ def finetuned(cfg: Config, train: CXRDataset, pretrained_dir: Path, progress: bo
 def scratch(cfg: Config, sets: common.RealSets, fraction: float, progress: bool = True,
             cached_only: bool = False) -> Path | None:
     """The study's conditional DDPM recipe trained from scratch on R_f (at ``labeled_fraction``: the
-    main generator, :func:`common.main_generator`)."""
+    main generator, :func:`synthetic.main_generator`)."""
     if abs(fraction - cfg.labeled_fraction) < 1e-9 and not cached_only:
-        return common.main_generator(cfg, sets, progress=progress)[cfg.gen_steps]
+        return synthetic.main_generator(cfg, sets, progress=progress)
     return _generator(cfg, labeled_subset(cfg, sets, fraction), cached_only=cached_only, progress=progress,
                       name="ddpm-conditional", steps=cfg.gen_steps)
 
@@ -285,35 +284,6 @@ def synthetic_sets(cfg: Config, sets: common.RealSets, gens: pd.DataFrame, progr
 # ------------------------------------------------------------------------------------------------
 # Utility
 # ------------------------------------------------------------------------------------------------
-def evaluate_arms(cfg: StudyConfig, arms: Mapping[str, Sequence[CXRDataset]], sets: common.RealSets, *, reference: str,
-                  metrics: Sequence[str] = ("auroc",), progress: bool = True) -> pd.DataFrame:
-    """Train every arm for every seed (cached) and evaluate on the internal test set: the standard
-    results table (``cxrlib.stats``: estimates, patient-level bootstrap CIs, DeLong p-values per
-    label, Holm-adjusted) plus ``pooled`` rows over seeds.
-
-    This is :func:`common.run_arms` restricted to ``metrics`` (AUROC by default): the bootstrap of
-    the threshold metrics roughly doubles the evaluation time and these chapters report AUROC."""
-    from ..classify import evaluate_classifiers
-    from ..stats import summarize_seeds
-    from ..utils import tqdm
-
-    if reference not in arms:
-        raise ValueError(f"reference arm {reference!r} is not among the arms {list(arms)}")
-    jobs = [(seed, arm) for seed in cfg.clf_seeds() for arm in arms]
-    bar = tqdm(jobs, desc="classifier arms", unit="model", **({} if progress else {"disable": True}))
-    models: dict[int, dict] = {}
-    for seed, arm in bar:
-        bar.set_postfix_str(f"{arm} seed {seed}")
-        models.setdefault(seed, {})[arm] = common.train_cached_classifier(cfg, arms[arm], sets.val, seed=seed, progress=False)
-    per_seed = [evaluate_classifiers(m, sets.test, reference_arm=reference, threshold_policy="fixed", metrics=metrics,
-                                     n_boot=cfg.n_boot, seed=seed, bootstrap_seed=cfg.seed, device=cfg.device)
-                for seed, m in models.items()]
-    res = pd.concat(per_seed, ignore_index=True)
-    if len(models) > 1:
-        res = pd.concat([res, summarize_seeds(res, reference_arm=reference)], ignore_index=True)
-    return res.assign(test_set="internal")
-
-
 def syn_arm(generator: str) -> str:
     return f"synthetic: {generator}"
 
@@ -340,7 +310,8 @@ def arms(cfg: Config, sets: common.RealSets, gens: pd.DataFrame, syn: Mapping[st
 def utility(cfg: Config, sets: common.RealSets, gens: pd.DataFrame, syn: Mapping[str, CXRDataset],
             progress: bool = True) -> pd.DataFrame:
     """Every arm's test AUROC against the main generator's synthetic-only arm (results table)."""
-    return evaluate_arms(cfg, arms(cfg, sets, gens, syn), sets, reference=reference_arm(cfg), progress=progress)
+    return common.evaluate_arms(cfg, arms(cfg, sets, gens, syn), sets, reference=reference_arm(cfg), metrics=("auroc",),
+                                test_sets={"internal": sets.test}, progress=progress)
 
 
 def contrast_pairs(cfg: Config) -> list[tuple[str, str, str]]:
@@ -370,7 +341,8 @@ def contrasts(cfg: Config, sets: common.RealSets, gens: pd.DataFrame, syn: Mappi
     all_arms = arms(cfg, sets, gens, syn)
     rows = []
     for question, a, b in contrast_pairs(cfg):
-        res = evaluate_arms(cfg, {b: all_arms[b], a: all_arms[a]}, sets, reference=b, progress=progress)
+        res = common.evaluate_arms(cfg, {b: all_arms[b], a: all_arms[a]}, sets, reference=b, metrics=("auroc",),
+                                   test_sets={"internal": sets.test}, progress=progress)
         d = common.headline(res, metric="auroc_diff")
         d = d[d.arm == a].iloc[0]
         per_label = res[(res.metric == "auroc") & (res.arm == a) & (res.label != "macro") & (res.seed.astype(str) != "pooled")]

@@ -21,9 +21,9 @@ Every classifier trains for ``clf_epochs`` epochs over its own training set (Kho
 larger set is also a longer run), with the study's recipe, for ``n_seeds`` seeds.
 
 **The synthetic stream.** Synthetic images come in chunks of ``ceil(|R| / 4)`` images
-(:data:`CHUNKS_PER_R`: 25 % of R); chunk ``k`` draws its conditions from R (:func:`cxrlib.sampling.prevalence_conditions`, rows of R with replacement, so
+(:data:`CHUNKS_PER_R`: 25 % of R); chunk ``k`` draws its conditions from R (:func:`cxrlib.generators.conditions.prevalence_conditions`, rows of R with replacement, so
 label prevalence, co-occurrence and demographics are R's) with the seed
-``derive_seed(seed, "natural", k)`` and is one cached synthetic set (:func:`natural_synthetic`).
+``derive_seed(seed, "natural", k)`` and is one cached synthetic set (:func:`cxrlib.experiments.synthetic.natural_synthetic`).
 The first ``m`` images of the stream are therefore the same whatever the largest percentage asked
 for: a 200 % arm uses a prefix of the 1000 % images, a larger grid only samples the new chunks, and
 chapter 3's natural-prevalence synthetic set is the start of the same stream (same cache entries).
@@ -37,21 +37,17 @@ AUROC needs no threshold: the study field ``threshold_policy`` is not used here.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..config import ConfigError
-from ..data.base import ArrayDataset, CXRDataset
-from ..utils import derive_seed
-from .common import RealSets, StudyConfig, merge_profiles, synthetic_set
+from ..data.base import CXRDataset
+from .common import RealSets, StudyConfig, all_test_sets, evaluate_arms, merge_profiles, seed_average
+from .synthetic import duplicates, n_images
 
 FULL_GRID = (0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000)
-# The natural-prevalence stream is sampled and cached in chunks of ceil(|R| / CHUNKS_PER_R) images: small
-# enough that a set of 50 % of R (chapter 3 at cpu) samples no more than it uses, large enough to batch well.
-CHUNKS_PER_R = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,60 +78,14 @@ class Config(StudyConfig):
                               "(an empty training set / the real arm itself); remove it")
 
 
-# ------------------------------------------------------------------------------------------------
-# The synthetic stream (shared with chapter 3)
-# ------------------------------------------------------------------------------------------------
-def n_images(percent: float, n_real: int) -> int:
-    """Images for ``percent`` % of a real set of ``n_real`` images (rounded to the nearest)."""
-    return int(round(percent * n_real / 100))
 
 
-def chunk_size(n_real: int) -> int:
-    """Images per chunk of the natural-prevalence stream: ``ceil(n_real / CHUNKS_PER_R)``."""
-    return -(-n_real // CHUNKS_PER_R)
 
 
-def chunk_conditions(cfg: StudyConfig, source: CXRDataset, k: int) -> pd.DataFrame:
-    """Conditions of chunk ``k`` of the natural-prevalence stream: :func:`chunk_size` rows of
-    ``source`` drawn with replacement (labels and demographics jointly)."""
-    from ..sampling import prevalence_conditions
-
-    return prevalence_conditions(source, chunk_size(len(source)), label_names=cfg.labels,
-                                 seed=derive_seed(cfg.seed, "natural", k) % 2**31)
 
 
-def natural_synthetic(cfg: StudyConfig, generator_dir: str | Path, source: CXRDataset, n: int,
-                      progress: bool = True) -> ArrayDataset:
-    """The first ``n`` images of the natural-prevalence synthetic stream conditioned on ``source``
-    (= R), as one dataset; whole chunks of ``ceil(|source| / CHUNKS_PER_R)`` images are sampled and
-    cached (module docstring). Patient ids are ``natural-<k>-<i>`` (unique across chunks)."""
-    from ..data.base import concat
-
-    if n < 0:
-        raise ValueError(f"natural_synthetic: n must be >= 0, got {n}")
-    if len(source) == 0:
-        raise ValueError(f"natural_synthetic: the source set {source.name} is empty")
-    chunk = chunk_size(len(source))
-    parts = []
-    for k in range(-(-n // chunk)):
-        ds = synthetic_set(cfg, generator_dir, chunk_conditions(cfg, source, k), name=f"natural-{k}", progress=progress)
-        ds.meta["patient_id"] = [f"natural-{k}-{i}" for i in range(len(ds))]
-        parts.append(ds)
-    if not parts:  # n = 0
-        return source.subset([])
-    out = concat(parts, name=f"synthetic:natural[:{n}]").subset(np.arange(n))
-    out.name = f"synthetic:natural[:{n}]"
-    return out
 
 
-def duplicates(real: CXRDataset, n: int) -> ArrayDataset:
-    """``n`` copies of ``real``'s images: the whole set repeated, then a prefix (image ``i`` is real
-    image ``i mod |real|``)."""
-    if len(real) == 0:
-        raise ValueError(f"duplicates: the real set {real.name} is empty")
-    out = real.subset(np.arange(n) % len(real))
-    out.name = f"{real.name} duplicated x{n / len(real):.2g}"
-    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -184,16 +134,13 @@ def synthetic_needed(cfg: Config, n_real: int) -> int:
 
 def test_sets(cfg: Config, sets: RealSets) -> dict[str, CXRDataset]:
     """The internal test set and (``evaluate_external``) each external site."""
-    return {"internal": sets.test, **(sets.external if cfg.evaluate_external else {})}
+    return all_test_sets(sets, external=cfg.evaluate_external)
 
 
 def run(cfg: Config, arms: dict[str, Sequence[CXRDataset]], sets: RealSets, progress: bool = True) -> pd.DataFrame:
     """Train every arm for every seed and evaluate on every test set: AUROC per label and macro and
-    the AUROC difference to ``real`` (the results table of
-    :func:`cxrlib.experiments.imbalance.evaluate_arms`, which is ``common.run_arms`` restricted to
-    these metrics: the bootstrap of the threshold metrics is not needed here)."""
-    from .imbalance import evaluate_arms
-
+    the AUROC difference to ``real`` (:func:`cxrlib.experiments.common.evaluate_arms`; the bootstrap of
+    the threshold metrics is not needed here)."""
     return evaluate_arms(cfg, arms, sets, reference="real", policies=(), metrics=("auroc",),
                          test_sets=test_sets(cfg, sets), progress=progress)
 
@@ -204,12 +151,10 @@ def run(cfg: Config, arms: dict[str, Sequence[CXRDataset]], sets: RealSets, prog
 def auroc_curve(results: pd.DataFrame, arm_table: pd.DataFrame, label: str = "macro") -> pd.DataFrame:
     """AUROC of ``label`` per arm and test set, joined with the arm table: ``test_set, arm, kind,
     percent, n_train, estimate, ci_low, ci_high, seed_sd, n_seeds, p_adj_seeds, test``, summarized over
-    seeds by :func:`cxrlib.experiments.imbalance.seed_average` (mean over seeds; the envelope of the
+    seeds by :func:`cxrlib.experiments.common.seed_average` (mean over seeds; the envelope of the
     per-seed patient-level bootstrap CIs; the largest per-seed Holm-adjusted p-value: DeLong per
     label, paired bootstrap for macro). The ``real`` arm is repeated with ``kind`` real+synthetic, synthetic
     and real+duplicates at 0 % so every curve starts from it."""
-    from .imbalance import seed_average
-
     r = results[(results.metric == "auroc") & (results.label == label)]
     out = seed_average(r, by=("test_set", "arm")).merge(arm_table[["arm", "kind", "percent", "n_train"]], on="arm", how="left")
     real = out[out.kind == "real"]
@@ -262,11 +207,9 @@ def plot_auroc_vs_percent(curve: pd.DataFrame, title: str | None = None):
 
 def delta_table(results: pd.DataFrame, arm_table: pd.DataFrame) -> pd.DataFrame:
     """AUROC difference to ``real`` per arm, label (and macro) and test set, summarized over seeds
-    (:func:`cxrlib.experiments.imbalance.seed_average`): the mean difference, the envelope of the
+    (:func:`cxrlib.experiments.common.seed_average`): the mean difference, the envelope of the
     per-seed bootstrap CIs, and ``p_adj_seeds``, the largest per-seed Holm-adjusted p-value (DeLong per label,
     paired bootstrap for macro)."""
-    from .imbalance import seed_average
-
     r = results[results.metric == "auroc_diff"]
     out = seed_average(r, by=("test_set", "arm", "label")).merge(arm_table[["arm", "kind", "percent"]], on="arm")
     return out.sort_values(["test_set", "kind", "percent", "label"], key=_kind_key).reset_index(drop=True)

@@ -10,7 +10,7 @@ That AUROC compares images drawn under *different* condition vectors, so an orac
 findings co-occur (consolidation with effusion, say) can hide or fake a label's effect. The
 counterfactual test :func:`paired_label_effect` removes that confounder: each condition drawn for a
 label is sampled twice with the same per-image seed, once as drawn and once with only that label
-switched off (:func:`cxrlib.sampling.flipped_conditions`); whatever changes in the oracle's score is
+switched off (:func:`cxrlib.generators.conditions.flipped_conditions`); whatever changes in the oracle's score is
 the generator's response to that one label.
 """
 

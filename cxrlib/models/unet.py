@@ -221,7 +221,24 @@ def generator_config(
     }
 
 
-class ConditionalUNet(nn.Module):
+class GeneratorModel(nn.Module):
+    """What every generator network of the study exposes: ``config`` (JSON-able), the ``label_names`` it
+    is conditioned on, its ``image_size`` and, once loaded from a finished model folder, its
+    ``generator_id`` (:func:`cxrlib.generators.training_utils.generator_id`)."""
+
+    config: dict
+    generator_id: str | None = None
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(self.config["labels"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.config["image_size"])
+
+
+class ConditionalUNet(GeneratorModel):
     """``UNet2DModel`` (1 channel, images in [-1, 1]) + :class:`ConditionEncoder`.
 
     ``forward(x, t, cond, guidance=0.0)`` returns the network's prediction (ε or v, as in
@@ -236,11 +253,6 @@ class ConditionalUNet(nn.Module):
         self.unet = UNet2DModel(**self.config["unet"])
         time_embed_dim = 4 * self.config["unet"]["block_out_channels"][0]  # UNet2DModel's default width
         self.cond_encoder = ConditionEncoder(len(self.config["labels"]), self.config["cond_hidden"], time_embed_dim)
-        self.generator_id: str | None = None  # set when loaded from a finished model folder
-
-    @property
-    def label_names(self) -> tuple[str, ...]:
-        return tuple(self.config["labels"])
 
     @property
     def image_size(self) -> int:

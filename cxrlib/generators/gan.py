@@ -27,7 +27,7 @@ standard parts:
   the standard remedy for a discriminator that overfits a small training set. No flips (a chest
   radiograph is lateralized).
 
-Run folder (``out_dir``) of :func:`train_gan`, as :func:`cxrlib.diffusion.train_generator`'s::
+Run folder (``out_dir``) of :func:`train_gan`, as :func:`cxrlib.generators.ddpm.train_generator`'s::
 
     options.json        every option + a fingerprint of the training data (a resumed run must match)
     train_log.csv       step, d_loss, g_loss, d_real, d_fake, images_per_s
@@ -41,25 +41,24 @@ CPU). Sampling draws the latent of image *i* from its own seed (:func:`sample_ga
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Sequence
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ..data.labels import CHEXPERT_LABELS, check_label_names
-from ..io import atomic_path, atomic_write_json, safe_torch_load, safe_torch_save
+from ..io import atomic_write_json
+from ..models.unet import Condition, ConditionEncoder, GeneratorModel
 from ..utils import derive_seed, progress_disabled, resolve_device, torch_generator, tqdm
-from .unet import Condition, ConditionEncoder
+from .sampling import pad_batch, prepare_model
+from .training_utils import (append_csv, batch_indices, load_model_folder, load_resume_state, open_run_folder,
+                             save_model_folder, save_resume_state, training_tensors)
 
 # Sizes and recipes: ``train_gan(**GAN_PRESETS["cpu"], train_data=..., out_dir=...)``.
 GAN_PRESETS: dict[str, dict] = {
@@ -75,8 +74,10 @@ GAN_PRESETS: dict[str, dict] = {
                   checkpoint_every=5000, log_every=100),
 }
 
+
 # Bumped whenever a code change changes what training produces (it is part of the cache key).
 FORMAT_VERSION = 1
+
 
 _RESUME_FREE_OPTIONS = ("device", "progress", "resume", "checkpoint_every", "log_every", "total_steps")
 
@@ -119,7 +120,7 @@ class ConditionalNorm(nn.Module):
         return self.norm(h) * (1 + gamma) + beta
 
 
-class GANGenerator(nn.Module):
+class GANGenerator(GeneratorModel):
     """``G(z, cond)`` -> images ``[B, 1, S, S]`` in [-1, 1] (see the module docstring)."""
 
     def __init__(self, config: dict):
@@ -131,15 +132,6 @@ class GANGenerator(nn.Module):
         self.norms = nn.ModuleList([ConditionalNorm(c, emb, config["norm_groups"]) for c in ch])
         self.convs = nn.ModuleList([nn.Conv2d(a, b, 3, padding=1) for a, b in zip(ch[:-1], ch[1:])])
         self.to_image = nn.Conv2d(ch[-1], 1, 3, padding=1)
-        self.generator_id: str | None = None
-
-    @property
-    def label_names(self) -> tuple[str, ...]:
-        return tuple(self.config["labels"])
-
-    @property
-    def image_size(self) -> int:
-        return int(self.config["image_size"])
 
     def forward(self, z: torch.Tensor, cond: Condition) -> torch.Tensor:
         if len(cond) != z.shape[0]:
@@ -234,9 +226,6 @@ def train_gan(
     """Train (or resume) the conditional GAN; return the finished model folder ``out_dir/model``."""
     from diffusers.training_utils import EMAModel
 
-    from ..diffusion import _batch_indices, _rng_state, _set_rng_state
-    from .generated_sets import training_tensors
-
     # 1. Options, data, options.json (a resumed run must match it)
     out_dir = Path(out_dir)
     labels = list(check_label_names(labels, allowed=tuple(train_data.label_names), where="labels"))
@@ -252,19 +241,9 @@ def train_gan(
                    data=dict(name=train_data.name, n=len(train_data), size=int(image_size), sha256=fp),
                    device=device, progress=progress, resume=resume, checkpoint_every=checkpoint_every, log_every=log_every)
     state_path, model_dir, log_path = out_dir / "resume" / "state.pt", out_dir / "model", out_dir / "train_log.csv"
-    if resume and (out_dir / "options.json").exists():
-        old = json.loads((out_dir / "options.json").read_text())
-        new = json.loads(json.dumps(options, default=str))
-        diff = sorted(k for k in set(old) | set(new) if k not in _RESUME_FREE_OPTIONS and old.get(k) != new.get(k))
-        if diff:
-            raise ValueError(f"{out_dir} holds a GAN run with different options {diff}; pass resume=False or use another out_dir")
-        if (model_dir / "config.json").exists() and old.get("total_steps") == total_steps:
-            return model_dir
-        shutil.rmtree(model_dir, ignore_errors=True)
-    elif not resume:
-        for p in (state_path.parent, model_dir):
-            shutil.rmtree(p, ignore_errors=True)
-        log_path.unlink(missing_ok=True)
+    if open_run_folder(out_dir, options, resume=resume, free=_RESUME_FREE_OPTIONS, what="GAN",
+                       restart=(state_path.parent, log_path)):
+        return model_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "options.json", options)
 
@@ -277,20 +256,8 @@ def train_gan(
     opt_d = torch.optim.Adam(D.parameters(), lr=lr_d, betas=tuple(betas))
 
     # 3. Resume: everything the next step depends on (spectral norm's power-iteration vectors are D buffers)
-    step = 0
-    if resume and state_path.exists():
-        state = safe_torch_load(state_path)
-        G.load_state_dict(state["G"])
-        D.load_state_dict(state["D"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        step = int(state["step"])
-        if step > total_steps:
-            raise ValueError(f"{state_path} is at step {step}, beyond total_steps={total_steps}")
-        _set_rng_state(state["rng"])
-        _truncate_csv(log_path, step)
+    step = load_resume_state(state_path, log=log_path, total_steps=total_steps, G=G, D=D, opt_g=opt_g, opt_d=opt_d,
+                             ema=ema) if resume else 0
     if ema is not None:
         ema.to(dev)
 
@@ -301,7 +268,7 @@ def train_gan(
     sums, n_sum, t_last, step_last = torch.zeros(4), 0, time.perf_counter(), step
     while step < total_steps:
         # 4a. this step's batch, latents and augmentation draws
-        idx = _batch_indices(step, batch_size, n, seed)
+        idx = batch_indices(step, batch_size, n, seed)
         g = torch_generator(derive_seed(seed, "step", step))
         z = torch.randn(batch_size, arch["z_dim"], generator=g).to(dev)
         real = (images_u8[idx].float() / 127.5 - 1.0).to(dev)
@@ -334,12 +301,11 @@ def train_gan(
         bar.set_postfix(d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}")
         if step % max(log_every, 1) == 0 or step == total_steps:
             now = time.perf_counter()
-            _append_csv(log_path, ["step", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s"],
+            append_csv(log_path, ["step", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s"],
                         [step, *(sums / n_sum).tolist(), batch_size * (step - step_last) / (now - t_last)])
             sums, n_sum, t_last, step_last = torch.zeros(4), 0, now, step
         if (checkpoint_every and step % checkpoint_every == 0) or step == total_steps:
-            safe_torch_save({"G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                             "ema": ema.state_dict() if ema is not None else {}, "step": step, "rng": _rng_state()}, state_path)
+            save_resume_state(state_path, step=step, G=G, D=D, opt_g=opt_g, opt_d=opt_d, ema=ema if ema is not None else {})
     bar.close()
 
     # 5. The finished generator: EMA weights + config, apart from the resume state
@@ -351,37 +317,15 @@ def train_gan(
     return model_dir
 
 
-def _append_csv(path: Path, header: list[str], row: list) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(header)
-        w.writerow([row[0], *(f"{v:.6g}" for v in row[1:])])
-
-
-def _truncate_csv(path: Path, step: int) -> None:
-    """Drop log rows written after the resume state we continue from."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if int(r[0]) <= step])
-
-
+# --- finished generators -----------------------------------------------------------------------------
 # --- finished generators -----------------------------------------------------------------------------
 def save_gan(model: GANGenerator, path: str | os.PathLike, training: dict | None = None) -> Path:
     """``weights.safetensors`` then ``config.json`` (kind ``gan``; written last: marks a finished model)."""
-    from ..diffusion import save_model_folder
-
     return save_model_folder(model, path, config_key="gan", kind="gan", training=training)
 
 
 def load_gan(path: str | os.PathLike, device: str = "cpu") -> GANGenerator:
     """Load a finished GAN folder in eval mode (its weights must hash to the recorded generator id)."""
-    from ..diffusion import load_model_folder
-
     return load_model_folder(path, GANGenerator, config_key="gan", kind="gan", what="GAN", device=device)
 
 
@@ -390,43 +334,14 @@ def sample_gan(model: GANGenerator, conditions: Condition, seeds: Sequence[int],
                device: str = "cpu") -> torch.Tensor:
     """One image per (condition, seed): float ``[N, 1, S, S]`` in [0, 1] on CPU. The latent of image
     *i* is ``randn(z_dim)`` from a generator seeded with ``seeds[i]``; batches are padded to a multiple
-    of :data:`cxrlib.sampling.PAD_BATCH` rows so image *i* is bitwise the same whatever the batch size."""
-    from ..sampling import PAD_BATCH
-
-    if len(seeds) != len(conditions):
-        raise ValueError(f"{len(seeds)} seeds for {len(conditions)} conditions")
-    if conditions.n_labels != len(model.label_names):
-        raise ValueError(f"conditions have {conditions.n_labels} labels; the GAN has {len(model.label_names)}: {model.label_names}")
-    dev = resolve_device(device)
-    model = model.to(dev).eval()
+    of :data:`cxrlib.generators.sampling.PAD_BATCH` rows so image *i* is bitwise the same whatever the batch size."""
+    model, dev = prepare_model(model, conditions, seeds, device)
     out = []
     for lo in range(0, len(seeds), batch_size):
         hi = min(lo + batch_size, len(seeds))
         z = torch.stack([torch.randn(model.config["z_dim"], generator=torch_generator(s)) for s in seeds[lo:hi]])
-        cond = conditions[lo:hi]
-        pad = -(hi - lo) % PAD_BATCH
-        if pad:
-            rep = torch.zeros(pad, dtype=torch.long)
-            z, cond = torch.cat([z, z[rep]]), Condition.cat([cond, cond[rep]])
-        x = model(z.to(dev), cond.to(dev))[: hi - lo]
+        z, cond, b = pad_batch(z, conditions[lo:hi])
+        x = model(z.to(dev), cond.to(dev))[:b]
         out.append(((x + 1) / 2).clamp(0, 1).float().cpu())
     size = model.image_size
     return torch.cat(out) if out else torch.zeros(0, 1, size, size)
-
-
-def write_gan_set(generator: GANGenerator | str | os.PathLike, conditions: pd.DataFrame, out_dir: str | os.PathLike, *,
-                  seed: int, batch_size: int = 64, device: str = "cpu", progress: bool = True) -> Path:
-    """A synthetic set (PNG + manifest, :mod:`cxrlib.models.generated_sets`) from a GAN: ``sampler="gan"``,
-    ``steps=1``, ``guidance=0``."""
-    from .generated_sets import write_generated_set
-
-    model = generator if isinstance(generator, GANGenerator) else load_gan(generator, device=device)
-    if model.generator_id is None:
-        from ..diffusion import generator_id
-
-        model.generator_id = generator_id(model)
-    return write_generated_set(
-        lambda rows, cond, seeds: sample_gan(model, cond, seeds, batch_size=batch_size, device=device),
-        conditions, out_dir, label_names=model.label_names, seed=seed, generator_id=model.generator_id,
-        generator_path=getattr(model, "path", None), generator_config=model.config, kind="gan", image_size=model.image_size,
-        sampler="gan", steps=1, guidance=0.0, batch_size=batch_size, progress=progress)

@@ -20,10 +20,10 @@ Two networks, both diffusers', trained here on the real training images:
    wants zero-mean, unit-variance data in every channel).
 2. **Denoiser**: the study's :class:`~cxrlib.models.unet.ConditionalUNet` (diffusers ``UNet2DModel`` +
    the condition encoder added to the time embedding) on the latents, trained exactly like the
-   pixel DDPM (:mod:`cxrlib.diffusion`: ε- or v-prediction, condition and field dropout for
+   pixel DDPM (:mod:`cxrlib.generators.ddpm`: ε- or v-prediction, condition and field dropout for
    classifier-free guidance, warm-up, gradient clipping, EMA), on ``ẑ = (μ + σ ε − m) / s``.
 
-Sampling (:func:`sample_latent`) runs a diffusers scheduler (:func:`cxrlib.sampling.make_scheduler`)
+Sampling (:func:`cxrlib.generators.latent_sampling.sample_latent`) runs a diffusers scheduler (:func:`cxrlib.generators.sampling.make_scheduler`)
 in latent space and decodes. As the pixel DDPM clips its predicted clean image to the data range
 [−1, 1], every step here clips the denoiser's implied clean latent to ``±clip`` (default
 :data:`LATENT_CLIP` = 4 standard deviations of the standardized latents; Imagen's *static
@@ -55,23 +55,20 @@ Run folder (``out_dir``) of :func:`train_latent_diffusion`::
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-import pandas as pd
 import torch
-from torch import nn
 
 from ..data.labels import CHEXPERT_LABELS, check_label_names
-from ..io import atomic_write_json, load_tensors, safe_torch_load, safe_torch_save, save_tensors
+from ..io import atomic_write_json, load_tensors, save_tensors
+from ..models.unet import ConditionalUNet, GeneratorModel, generator_config
 from ..utils import derive_seed, progress_disabled, resolve_device, torch_generator, tqdm
-from .unet import Condition, ConditionalUNet, generator_config
+from .training_utils import (append_csv, batch_indices, load_model_folder, load_resume_state, open_run_folder,
+                             save_model_folder, save_resume_state, training_tensors)
 
 # Sizes and recipes: ``train_latent_diffusion(**LATENT_PRESETS["cpu"], train_data=..., out_dir=...)``.
 LATENT_PRESETS: dict[str, dict] = {
@@ -92,8 +89,10 @@ LATENT_PRESETS: dict[str, dict] = {
                   prediction_type="v_prediction", beta_schedule="squaredcos_cap_v2", checkpoint_every=5000, log_every=100),
 }
 
+
 # Bumped whenever a code change changes what training produces (it is part of the cache key).
 FORMAT_VERSION = 4
+
 
 _RESUME_FREE_OPTIONS = ("device", "progress", "resume", "checkpoint_every", "log_every", "total_steps")
 
@@ -115,7 +114,7 @@ def latent_size(ae_config: dict) -> int:
     return ae_config["sample_size"] // 2 ** (len(ae_config["block_out_channels"]) - 1)
 
 
-class LatentDiffusion(nn.Module):
+class LatentDiffusion(GeneratorModel):
     """``vae`` (AutoencoderKL) + ``denoiser`` (ConditionalUNet on the scaled latents).
 
     ``config = {"autoencoder": AutoencoderKL kwargs, "denoiser": generator_config of the latent UNet,
@@ -128,15 +127,6 @@ class LatentDiffusion(nn.Module):
         self.config = copy.deepcopy(config)
         self.vae = AutoencoderKL(**self.config["autoencoder"])
         self.denoiser = ConditionalUNet(self.config["denoiser"])
-        self.generator_id: str | None = None
-
-    @property
-    def label_names(self) -> tuple[str, ...]:
-        return tuple(self.config["labels"])
-
-    @property
-    def image_size(self) -> int:
-        return int(self.config["image_size"])
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -175,7 +165,7 @@ def train_latent_diffusion(
     vae_batch_size: int = 32,
     vae_lr: float = 1e-3,                        # AdamW, constant
     kl_weight: float = 1e-2,                     # β of the KL term (see the module docstring)
-    # denoiser (as cxrlib.diffusion.train_generator) ----------------------------------------------
+    # denoiser (as cxrlib.generators.ddpm.train_generator) ----------------------------------------------
     unet_channels: Sequence[int] = (64, 128),    # latent UNet widths per level
     layers_per_block: int = 2,
     attention: Sequence[bool] | None = None,     # self-attention per level (default: the lowest resolution)
@@ -207,9 +197,7 @@ def train_latent_diffusion(
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
 
-    from ..diffusion import _batch_indices, _rng_state, _set_rng_state, diffusion_loss, noise_scheduler, save_resume_state
-    from .gan import _append_csv, _truncate_csv
-    from .generated_sets import training_tensors
+    from .ddpm import diffusion_loss, noise_scheduler
 
     # 1. Options, data, options.json (a resumed run must match it)
     out_dir = Path(out_dir)
@@ -239,20 +227,9 @@ def train_latent_diffusion(
     ae_dir, model_dir = out_dir / "autoencoder", out_dir / "model"
     ae_state, den_state = out_dir / "resume" / "autoencoder.pt", out_dir / "resume" / "denoiser.pt"
     ae_log, den_log = out_dir / "autoencoder_log.csv", out_dir / "train_log.csv"
-    if resume and (out_dir / "options.json").exists():
-        old = json.loads((out_dir / "options.json").read_text())
-        new = json.loads(json.dumps(options, default=str))
-        diff = sorted(k for k in set(old) | set(new) if k not in _RESUME_FREE_OPTIONS and old.get(k) != new.get(k))
-        if diff:
-            raise ValueError(f"{out_dir} holds a latent-diffusion run with different options {diff}; pass resume=False or use another out_dir")
-        if (model_dir / "config.json").exists() and old.get("total_steps") == total_steps:
-            return model_dir
-        shutil.rmtree(model_dir, ignore_errors=True)
-    elif not resume:
-        for p in (ae_dir, ae_state.parent, model_dir):
-            shutil.rmtree(p, ignore_errors=True)
-        ae_log.unlink(missing_ok=True)
-        den_log.unlink(missing_ok=True)
+    if open_run_folder(out_dir, options, resume=resume, free=_RESUME_FREE_OPTIONS, what="latent-diffusion",
+                       restart=(ae_dir, ae_state.parent, ae_log, den_log)):
+        return model_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "options.json", options)
     dev = resolve_device(device)
@@ -265,20 +242,13 @@ def train_latent_diffusion(
         vae.load_state_dict(load_tensors(ae_dir / "weights.safetensors"))
     else:
         opt = torch.optim.AdamW(vae.parameters(), lr=vae_lr)
-        step = 0
-        if resume and ae_state.exists():
-            st = safe_torch_load(ae_state)
-            vae.load_state_dict(st["model"])
-            opt.load_state_dict(st["optimizer"])
-            step = int(st["step"])
-            _set_rng_state(st["rng"])
-            _truncate_csv(ae_log, step)
+        step = load_resume_state(ae_state, log=ae_log, model=vae, optimizer=opt) if resume else 0
         vae.train()
         bar = tqdm(total=vae_steps, initial=step, desc="train autoencoder", unit="step", disable=not progress or progress_disabled())
         t_last, step_last = time.perf_counter(), step
         while step < vae_steps:
             # 2a. batch and posterior sample z ~ q(z|x) from this step's generator
-            idx = _batch_indices(step, vae_batch_size, n, derive_seed(seed, "vae"))
+            idx = batch_indices(step, vae_batch_size, n, derive_seed(seed, "vae"))
             g = torch_generator(derive_seed(seed, "vae-step", step))
             x = (images_u8[idx].float() / 127.5 - 1.0).to(dev)
             post = vae.encode(x).latent_dist
@@ -298,11 +268,11 @@ def train_latent_diffusion(
             bar.set_postfix(l1=f"{l1.item() / x[0].numel():.4f}")
             if step % max(log_every, 1) == 0 or step == vae_steps:
                 now = time.perf_counter()
-                _append_csv(ae_log, ["step", "loss", "l1_per_pixel", "kl", "images_per_s"],
+                append_csv(ae_log, ["step", "loss", "l1_per_pixel", "kl", "images_per_s"],
                             [step, loss.item(), l1.item() / x[0].numel(), kl.item(), vae_batch_size * (step - step_last) / (now - t_last)])
                 t_last, step_last = now, step
             if (checkpoint_every and step % checkpoint_every == 0) or step == vae_steps:
-                safe_torch_save({"model": vae.state_dict(), "optimizer": opt.state_dict(), "step": step, "rng": _rng_state()}, ae_state)
+                save_resume_state(ae_state, step=step, model=vae, optimizer=opt)
         bar.close()
         ae_dir.mkdir(parents=True, exist_ok=True)
         save_tensors(ae_dir / "weights.safetensors", vae.state_dict(), metadata={"format": "pt"})
@@ -322,25 +292,15 @@ def train_latent_diffusion(
               "latent_std": [float(v) for v in lat_std], "image_size": int(image_size), "labels": labels}
     lat_mean, lat_std = lat_mean[None, :, None, None], lat_std[None, :, None, None]
 
-    # 4. The denoiser on ẑ = (μ + σ ε − m) / s: the loop of cxrlib.diffusion.train_generator
+    # 4. The denoiser on ẑ = (μ + σ ε − m) / s: the pixel DDPM's recipe (cxrlib.generators.ddpm) on latents
     torch.manual_seed(derive_seed(seed, "latent", "unet-init"))
     model = ConditionalUNet(den_cfg).to(dev)
     ema = EMAModel(model.parameters(), decay=ema_decay)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     lr_sched = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
     scheduler = noise_scheduler(den_cfg["schedule"])
-    step = 0
-    if resume and den_state.exists():
-        st = safe_torch_load(den_state)
-        model.load_state_dict(st["model"])
-        ema.load_state_dict(st["ema"])
-        optimizer.load_state_dict(st["optimizer"])
-        lr_sched.load_state_dict(st["lr_scheduler"])
-        step = int(st["step"])
-        if step > total_steps:
-            raise ValueError(f"{den_state} is at step {step}, beyond total_steps={total_steps}")
-        _set_rng_state(st["rng"])
-        _truncate_csv(den_log, step)
+    step = load_resume_state(den_state, log=den_log, total_steps=total_steps, model=model, ema=ema, optimizer=optimizer,
+                             lr_scheduler=lr_sched) if resume else 0
     ema.to(dev)
     model.train()
     n_labels = len(labels)
@@ -348,7 +308,7 @@ def train_latent_diffusion(
     t_last, step_last, loss_sum, n_loss = time.perf_counter(), step, 0.0, 0
     while step < total_steps:
         # 4a. batch, timesteps, noise, posterior noise and condition dropout from this step's generator
-        idx = _batch_indices(step, batch_size, n, seed)
+        idx = batch_indices(step, batch_size, n, seed)
         g = torch_generator(derive_seed(seed, "step", step))
         t = torch.randint(0, num_train_timesteps, (batch_size,), generator=g)
         noise = torch.randn((batch_size, *mu_all.shape[1:]), generator=g)
@@ -379,11 +339,11 @@ def train_latent_diffusion(
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if step % max(log_every, 1) == 0 or step == total_steps:
             now = time.perf_counter()
-            _append_csv(den_log, ["step", "loss", "lr", "images_per_s"],
+            append_csv(den_log, ["step", "loss", "lr", "images_per_s"],
                         [step, loss_sum / n_loss, lr_sched.get_last_lr()[0], batch_size * (step - step_last) / (now - t_last)])
             t_last, step_last, loss_sum, n_loss = now, step, 0.0, 0
         if (checkpoint_every and step % checkpoint_every == 0) or step == total_steps:
-            save_resume_state(den_state, model=model, ema=ema, optimizer=optimizer, lr_scheduler=lr_sched, step=step)
+            save_resume_state(den_state, step=step, model=model, ema=ema, optimizer=optimizer, lr_scheduler=lr_sched)
     bar.close()
 
     # 5. The finished model: autoencoder + EMA denoiser + config
@@ -396,200 +356,13 @@ def train_latent_diffusion(
 
 
 # --- finished models -------------------------------------------------------------------------------
+# --- finished models -------------------------------------------------------------------------------
 def save_latent_diffusion(model: LatentDiffusion, path: str | os.PathLike, training: dict | None = None) -> Path:
     """``weights.safetensors`` (``vae.*`` and ``denoiser.*``) then ``config.json`` (kind ``latent-diffusion``)."""
-    from ..diffusion import save_model_folder
-
     return save_model_folder(model, path, config_key="latent", kind="latent-diffusion", training=training)
 
 
 def load_latent_diffusion(path: str | os.PathLike, device: str = "cpu") -> LatentDiffusion:
     """Load a finished latent-diffusion folder in eval mode (weights must hash to the recorded id)."""
-    from ..diffusion import load_model_folder
-
     return load_model_folder(path, LatentDiffusion, config_key="latent", kind="latent-diffusion",
                              what="latent diffusion model", device=device)
-
-
-# --- sampling ---------------------------------------------------------------------------------------
-# Clean-latent clipping of every sampling step, in standard deviations of the standardized latents.
-LATENT_CLIP = 4.0
-
-
-def latent_scheduler(sampler: str, schedule: dict):
-    """The study's sampler (:func:`cxrlib.sampling.make_scheduler`) without its clipping to [−1, 1]
-    (:func:`clip_prediction` clips in latent units instead, for every sampler)."""
-    from ..sampling import make_scheduler
-
-    s = make_scheduler(sampler, schedule)
-    if "clip_sample" in s.config:
-        return type(s).from_config(s.config, clip_sample=False)
-    return type(s).from_config(s.config, thresholding=False) if s.config.get("thresholding") else s
-
-
-def clip_prediction(pred: torch.Tensor, z: torch.Tensor, t, alphas_cumprod: torch.Tensor, prediction_type: str,
-                    clip: float) -> torch.Tensor:
-    """The model output ``pred`` (ε or v at noisy latents ``z``, timestep ``t``) with its implied clean
-    latent clamped to ``±clip`` (the formulas are in the module docstring)."""
-    a = alphas_cumprod.to(z.device)[t].to(z.dtype)
-    alpha, sigma = a.sqrt(), (1 - a).sqrt()
-    if prediction_type == "epsilon":
-        x0 = ((z - sigma * pred) / alpha).clamp(-clip, clip)
-        return (z - alpha * x0) / sigma
-    if prediction_type == "v_prediction":
-        x0 = (alpha * z - sigma * pred).clamp(-clip, clip)
-        return (alpha * z - x0) / sigma
-    raise ValueError(f"prediction_type={prediction_type!r}: expected 'epsilon' or 'v_prediction'")
-
-
-def img2img_timesteps(scheduler, steps: int, strength: float):
-    """The timesteps SDEdit runs (diffusers ``StableDiffusionImg2ImgPipeline.get_timesteps``): the last
-    ``⌊strength · steps⌋`` of the ``steps``-step schedule. Sets the scheduler's begin index."""
-    init_timestep = min(int(steps * strength), steps)
-    t_start = max(steps - init_timestep, 0)
-    timesteps = scheduler.timesteps[t_start * scheduler.order:]
-    if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(t_start * scheduler.order)
-    return timesteps
-
-
-def _pad_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Pad a batch to a multiple of :data:`cxrlib.sampling.PAD_BATCH` rows (copies of row 0), so an
-    image's result does not depend on the batch size (CPU kernels block the batch dimension)."""
-    from ..sampling import PAD_BATCH
-
-    b = x.shape[0]
-    pad = -b % PAD_BATCH
-    return (torch.cat([x, x[torch.zeros(pad, dtype=torch.long, device=x.device)]]) if pad else x), b
-
-
-@torch.no_grad()
-def sample_latent(
-    model: LatentDiffusion,
-    conditions: Condition,
-    seeds: Sequence[int],
-    *,
-    sampler: str = "dpm++",
-    steps: int | None = None,
-    guidance: float = 0.0,
-    init_images: torch.Tensor | None = None,
-    strength: float = 1.0,
-    clip: float | None = LATENT_CLIP,
-    batch_size: int = 64,
-    device: str = "cpu",
-    progress: bool = False,
-) -> torch.Tensor:
-    """One image per (condition, seed): float ``[N, 1, S, S]`` in [0, 1] on CPU.
-
-    Text-to-image without ``init_images``; with them (float ``[N, 1, S, S]`` in [0, 1] or uint8),
-    SDEdit image-to-image at ``strength`` (module docstring). ``clip``: the clean-latent clipping of
-    every step (None = off). Image *i* draws its starting noise and, for ``ddpm``, its ancestral noise
-    from a generator seeded with ``seeds[i]``."""
-    from diffusers.utils.torch_utils import randn_tensor
-
-    from ..sampling import DEFAULT_STEPS, SAMPLERS, _padded_forward
-
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler={sampler!r}: expected one of {SAMPLERS}")
-    steps = DEFAULT_STEPS[sampler] if steps is None else int(steps)
-    if not 1 <= steps <= model.config["denoiser"]["schedule"]["num_train_timesteps"]:
-        raise ValueError(f"steps={steps}: expected 1..{model.config['denoiser']['schedule']['num_train_timesteps']}")
-    if len(seeds) != len(conditions):
-        raise ValueError(f"{len(seeds)} seeds for {len(conditions)} conditions")
-    if conditions.n_labels != len(model.label_names):
-        raise ValueError(f"conditions have {conditions.n_labels} labels; the model has {len(model.label_names)}: {model.label_names}")
-    if init_images is not None:
-        if not 0.0 <= strength <= 1.0:
-            raise ValueError(f"strength={strength}: expected a value in [0, 1]")
-        if init_images.dtype == torch.uint8:
-            init_images = init_images.float() / 255
-        if tuple(init_images.shape) != (len(seeds), 1, model.image_size, model.image_size):
-            raise ValueError(f"init_images has shape {tuple(init_images.shape)}; expected {(len(seeds), 1, model.image_size, model.image_size)}")
-    dev = resolve_device(device)
-    model = model.to(dev).eval()
-    shape = model.latent_shape
-    schedule = model.config["denoiser"]["schedule"]
-    out = []
-    bar = tqdm(total=len(seeds), desc=f"sample latent {sampler}-{steps}", unit="img", disable=not progress or progress_disabled())
-    for lo in range(0, len(seeds), batch_size):
-        hi = min(lo + batch_size, len(seeds))
-        # 1. per-image generators, the scheduler (multistep solvers keep state: one per batch), timesteps
-        gens = [torch_generator(s) for s in seeds[lo:hi]]
-        scheduler = latent_scheduler(sampler, schedule)
-        scheduler.set_timesteps(steps, device=dev)
-        noise = randn_tensor((hi - lo, *shape), generator=gens, device=dev, dtype=torch.float32)
-        cond = conditions[lo:hi].to(dev)
-        if init_images is None:
-            timesteps = scheduler.timesteps
-            z = noise * scheduler.init_noise_sigma
-        else:
-            # 2. SDEdit: encode the sources, noise them to the first kept timestep
-            timesteps = img2img_timesteps(scheduler, steps, strength)
-            x0, b = _pad_rows(init_images[lo:hi].to(dev))
-            z0 = model.encode(x0)[:b]
-            z = scheduler.add_noise(z0, noise, timesteps[:1].repeat(hi - lo)) if len(timesteps) else z0
-        # 3. the reverse process in latent space, then decode
-        for t in timesteps:
-            z_in = scheduler.scale_model_input(z, t)
-            pred = _padded_forward(model.denoiser, z_in, t, cond, guidance)
-            if clip is not None:
-                pred = clip_prediction(pred, z, t, scheduler.alphas_cumprod, schedule["prediction_type"], clip)
-            z = scheduler.step(pred, t, z, generator=gens).prev_sample
-        zp, b = _pad_rows(z)
-        out.append(model.decode(zp)[:b].cpu())
-        bar.update(hi - lo)
-    bar.close()
-    return torch.cat(out) if out else torch.zeros(0, 1, model.image_size, model.image_size)
-
-
-def write_latent_set(
-    generator: LatentDiffusion | str | os.PathLike,
-    conditions: pd.DataFrame,
-    out_dir: str | os.PathLike,
-    *,
-    seed: int,
-    sampler: str = "dpm++",
-    steps: int | None = None,
-    guidance: float = 0.0,
-    source=None,
-    strength: float = 1.0,
-    batch_size: int = 64,
-    device: str = "cpu",
-    progress: bool = True,
-) -> Path:
-    """A synthetic set (PNG + manifest, :mod:`cxrlib.models.generated_sets`) from the latent model.
-
-    With ``source`` (a :class:`~cxrlib.data.base.CXRDataset` or uint8 images ``[M, 1, S, S]``) the set
-    is image-to-image: row *i* translates ``source[conditions.source_row[i]]`` to the row's condition
-    at ``strength``; the manifest's sampler reads ``sdedit-<strength>:<sampler>``."""
-    from ..sampling import DEFAULT_STEPS
-    from .generated_sets import write_generated_set
-
-    model = generator if isinstance(generator, LatentDiffusion) else load_latent_diffusion(generator, device=device)
-    if model.generator_id is None:
-        from ..diffusion import generator_id
-
-        model.generator_id = generator_id(model)
-    steps = DEFAULT_STEPS.get(sampler, 20) if steps is None else int(steps)
-    extra, src = {}, None
-    if source is not None:
-        if "source_row" not in conditions.columns:
-            raise ValueError("image-to-image needs a 'source_row' column in the conditions table (the source image of each row)")
-        src = source if isinstance(source, torch.Tensor) else source.to_tensors()[0]
-        rows = conditions["source_row"].to_numpy()
-        if len(rows) and (rows.min() < 0 or rows.max() >= len(src)):
-            raise ValueError(f"source_row values must index the {len(src)} source images; got {rows.min()}..{rows.max()}")
-        extra = {"mode": "img2img (SDEdit)", "strength": float(strength), "source": getattr(source, "name", "tensor"),
-                 "source_n": len(src)}
-    rows_all = conditions["source_row"].to_numpy(dtype=np.int64, copy=True) if src is not None else None
-
-    def sample_fn(rows: slice, cond: Condition, seeds: list[int]) -> torch.Tensor:
-        init = src[torch.as_tensor(rows_all[rows], dtype=torch.long)] if src is not None else None
-        return sample_latent(model, cond, seeds, sampler=sampler, steps=steps, guidance=guidance, init_images=init,
-                             strength=strength, batch_size=batch_size, device=device)
-
-    return write_generated_set(
-        sample_fn, conditions, out_dir, label_names=model.label_names, seed=seed, generator_id=model.generator_id,
-        generator_path=getattr(model, "path", None), generator_config=model.config, kind="latent-diffusion",
-        image_size=model.image_size, sampler=f"sdedit-{strength:g}:{sampler}" if src is not None else sampler, steps=steps,
-        guidance=guidance, extra=extra, batch_size=batch_size, progress=progress)

@@ -1,4 +1,4 @@
-"""Training the conditional DDPM, and saving/loading finished generators.
+"""The conditional pixel DDPM: training it, and saving/loading finished generators.
 
 ``train_generator`` is one plain function (NVlabs/edm's ``training_loop`` style): its keyword
 arguments are the whole recipe. It covers the three regimes of the study with the same code:
@@ -28,10 +28,8 @@ run would have done (bit for bit on CPU), and the random draws do not depend on 
 
 from __future__ import annotations
 
-import csv
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Sequence
@@ -39,35 +37,25 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .data.labels import CHEXPERT_LABELS, check_label_names
-from .io import atomic_path, atomic_write_json, load_tensors, safe_torch_load, safe_torch_save, save_tensors, sha256_bytes
-from .models.unet import Condition, ConditionalUNet, config_json, count_parameters, generator_config
-from .utils import derive_seed, progress_disabled, resolve_device, torch_generator, tqdm
+from ..data.labels import CHEXPERT_LABELS, check_label_names
+from ..io import atomic_path, atomic_write_json
+from ..models.unet import Condition, ConditionalUNet, config_json, count_parameters, generator_config
+from ..utils import derive_seed, progress_disabled, resolve_device, torch_generator, tqdm
+from .training_utils import (append_csv, batch_indices, load_model_folder, load_resume_state,
+                             open_run_folder, save_model_folder, save_resume_state, training_tensors)
 
-# Sizes and recipes per profile: ``train_generator(**GENERATOR_PRESETS["cpu"], train_data=..., out_dir=...)``.
-GENERATOR_PRESETS: dict[str, dict] = {
-    # Unit tests: a few thousand parameters, 16 px, seconds.
-    "tiny": dict(image_size=16, channels=(8, 16), layers_per_block=1, attention=(False, False), norm_groups=4,
-                 cond_hidden=16, total_steps=6, batch_size=4, lr=1e-3, warmup_steps=2, ema_decay=0.9,
-                 checkpoint_every=3, sample_every=0, log_every=1),
-    # Laptop CPU, 32 px, ~1.6 M parameters. The study design notes found channels (32, 64, 64), lr 1e-3
-    # with warm-up, gradient clipping and EMA give plausible lung fields after ~600 steps of batch 64,
-    # and labels carried only after ~2 500 steps: budget tens of minutes.
-    "cpu": dict(image_size=32, channels=(32, 64, 64), layers_per_block=2, attention=(False, False, True), norm_groups=32,
-                cond_hidden=128, total_steps=2500, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.999,
-                checkpoint_every=250, sample_every=500, log_every=10),
-    # ADM-like 256 px (Khosravi 2024: cosine schedule, v-prediction, EMA; DDIM-200 at sampling), one GPU.
-    "paper": dict(image_size=256, channels=(128, 128, 256, 256, 512, 512), layers_per_block=2,
-                  attention=(False, False, False, False, True, True), norm_groups=32, dropout=0.1, cond_hidden=512,
-                  total_steps=200_000, batch_size=32, lr=1e-4, warmup_steps=1000, ema_decay=0.9999,
-                  prediction_type="v_prediction", beta_schedule="squaredcos_cap_v2", mixed_precision="bf16",
-                  checkpoint_every=5000, sample_every=10_000, log_every=100),
-}
+# The recipe per profile is the study config's (cxrlib.experiments.common.STUDY_PROFILES, turned into
+# this module's keyword arguments by cxrlib.experiments.synthetic.generator_options): one home.
+
 
 # Options that may differ between a run and its resumption (they do not change the result on CPU).
 # With lr_schedule="constant" the learning rate never depends on total_steps, so total_steps may also
 # change on resume: a run can be extended, or finished early at its last resume state.
 _RESUME_FREE_OPTIONS = ("device", "progress", "resume", "checkpoint_every", "sample_every", "log_every")
+
+# train_log.csv: one row every log_every steps (mean loss over them, learning rate, throughput)
+LOG_COLUMNS = ("step", "loss", "lr", "images_per_s")
+LOG_FORMATS = (".6g", ".6g", ".2f")
 
 
 def noise_scheduler(schedule: dict):
@@ -84,10 +72,6 @@ def noise_scheduler(schedule: dict):
 def diffusion_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error in fp32 (kept as a module function so tests can inject a NaN)."""
     return F.mse_loss(pred.float(), target.float())
-
-
-def data_fingerprint(*tensors: torch.Tensor) -> str:
-    return sha256_bytes(b"".join(t.contiguous().cpu().numpy().tobytes() for t in tensors))[:16]
 
 
 def train_generator(
@@ -155,11 +139,7 @@ def train_generator(
         beta_schedule=beta_schedule, num_train_timesteps=num_train_timesteps, time_scale_shift=time_scale_shift,
         label_channels=label_channels,
     )
-    images_u8, y_all, mask_all = train_data.to_tensors(progress=progress)
-    col = [list(train_data.label_names).index(n) for n in labels]
-    y_all, mask_all = y_all[:, col].float(), mask_all[:, col].bool()
-    sex_np, age_np = train_data.demographics()
-    sex_all, age_all = torch.from_numpy(sex_np).long(), torch.from_numpy(age_np).float()
+    images_u8, cond_all, fingerprint = training_tensors(train_data, labels, image_size, progress=progress)
     options = dict(
         generator=arch, total_steps=total_steps, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
         warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip, ema_decay=ema_decay,
@@ -167,29 +147,16 @@ def train_generator(
         init_from=str(init_from) if init_from is not None else None, unconditional=unconditional,
         init_from_id=load_generator(init_from).generator_id if init_from is not None else None,
         data=dict(name=train_data.name, n=len(train_data), size=int(image_size),
-                  sha256=data_fingerprint(images_u8, y_all, mask_all, sex_all, age_all)),
+                  sha256=fingerprint),
         device=device, progress=progress, resume=resume, checkpoint_every=checkpoint_every,
         sample_every=sample_every, log_every=log_every,
     )
     state_path, model_dir, log_path = out_dir / "resume" / "state.pt", out_dir / "model", out_dir / "train_log.csv"
-    if resume and (out_dir / "options.json").exists():
-        import json
-
-        old = json.loads((out_dir / "options.json").read_text())
-        new = json.loads(json.dumps(options, default=str))
-        free = _RESUME_FREE_OPTIONS + (("total_steps",) if lr_schedule == "constant" else ())
-        diff = sorted(k for k in set(old) | set(new) if k not in free and old.get(k) != new.get(k))
-        if diff:
-            raise ValueError(f"{out_dir} holds a run with different options {diff}; pass resume=False to start over there, or use another out_dir")
-        done = (model_dir / "config.json").exists() and (model_dir / "weights.safetensors").exists()
-        if done and old.get("total_steps") == total_steps:
-            return model_dir  # finished already
-        if done:  # extending a finished run (constant LR): the model folder is rewritten at the new end
-            shutil.rmtree(model_dir)
-    elif not resume:
-        for p in (state_path.parent, model_dir):
-            shutil.rmtree(p, ignore_errors=True)
-        log_path.unlink(missing_ok=True)
+    # With lr_schedule="constant" the learning rate never depends on total_steps, so a finished run
+    # can be extended (its model folder is rewritten at the new end).
+    free = _RESUME_FREE_OPTIONS + (("total_steps",) if lr_schedule == "constant" else ())
+    if open_run_folder(out_dir, options, resume=resume, free=free, what="pixel DDPM", restart=(state_path.parent, log_path)):
+        return model_dir  # finished already
 
     # 2. Devices: accelerate runs the same loop on one CPU/GPU or under `accelerate launch`.
     dev = resolve_device(device)
@@ -222,18 +189,8 @@ def train_generator(
     scheduler = noise_scheduler(arch["schedule"])
 
     # 4. Resume: restore everything the next step depends on.
-    step = 0
-    if resume and state_path.exists():
-        state = safe_torch_load(state_path)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        lr_sched.load_state_dict(state["lr_scheduler"])
-        step = int(state["step"])
-        if step > total_steps:
-            raise ValueError(f"{state_path} is at step {step}, beyond total_steps={total_steps}")
-        _set_rng_state(state["rng"])
-        _truncate_log(log_path, step)
+    step = load_resume_state(state_path, log=log_path, total_steps=total_steps, model=model, ema=ema, optimizer=optimizer,
+                             lr_scheduler=lr_sched) if resume else 0
     model, optimizer = accelerator.prepare(model, optimizer)
     ema.to(accelerator.device)
     raw_model = accelerator.unwrap_model(model)
@@ -248,7 +205,7 @@ def train_generator(
     loss_sum, n_loss, t_last, step_last = 0.0, 0, time.perf_counter(), step
     while step < total_steps:
         # 5a. the global batch at this step (same on every process), then this process's shard
-        idx = _batch_indices(step, batch_size, len(images_u8), seed)
+        idx = batch_indices(step, batch_size, len(images_u8), seed)
         g = torch_generator(derive_seed(seed, "step", step))
         t = torch.randint(0, arch["schedule"]["num_train_timesteps"], (batch_size,), generator=g)
         noise = torch.randn((batch_size, 1, image_size, image_size), generator=g)
@@ -258,7 +215,7 @@ def train_generator(
         idx, t, noise, drop_all, drop_field = idx[sl], t[sl], noise[sl], drop_all[sl], drop_field[sl]
         x0 = images_u8[idx].float() / 127.5 - 1.0  # [0, 255] -> [-1, 1]
         # unknown labels (label_mask False), sex -1 and age NaN already map to the null state
-        cond = Condition(y_all[idx], mask_all[idx], sex_all[idx], age_all[idx])
+        cond = cond_all[idx]
         drop = drop_field | drop_all[:, None]
         cond = cond.drop(labels=drop[:, : len(labels)], sex=drop[:, -2], age=drop[:, -1]).to(accelerator.device)
         x0, t, noise = x0.to(accelerator.device), t.to(accelerator.device), noise.to(accelerator.device)
@@ -293,12 +250,13 @@ def train_generator(
         bar.set_postfix(loss=f"{mean_loss:.4f}")
         if accelerator.is_main_process and (step % max(log_every, 1) == 0 or step == total_steps):
             now = time.perf_counter()
-            _append_log(log_path, step, loss_sum / n_loss, lr_sched.get_last_lr()[0], batch_size * (step - step_last) / (now - t_last))
+            append_csv(log_path, LOG_COLUMNS, [step, loss_sum / n_loss, lr_sched.get_last_lr()[0],
+                                               batch_size * (step - step_last) / (now - t_last)], LOG_FORMATS)
             loss_sum, n_loss, t_last, step_last = 0.0, 0, now, step
         if (checkpoint_every and step % checkpoint_every == 0) or step == total_steps:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                save_resume_state(state_path, model=raw_model, ema=ema, optimizer=optimizer, lr_scheduler=lr_sched, step=step)
+                save_resume_state(state_path, step=step, model=raw_model, ema=ema, optimizer=optimizer, lr_scheduler=lr_sched)
             last_good = step
         if accelerator.is_main_process and sample_every and (step % sample_every == 0 or step == total_steps):
             _save_grid(raw_model, ema, out_dir / f"samples_step{step:06d}.png", seed=seed)
@@ -317,69 +275,7 @@ def train_generator(
     return model_dir
 
 
-# --- pieces of the loop ---------------------------------------------------------------------------
-def _batch_indices(step: int, batch_size: int, n: int, seed: int) -> torch.Tensor:
-    """Rows of the global batch at ``step``: positions [step·B, (step+1)·B) of the concatenation of
-    per-epoch permutations (epoch e seeded by derive_seed(seed, "epoch", e))."""
-    pos = torch.arange(step * batch_size, (step + 1) * batch_size)
-    epochs, offsets = pos // n, pos % n
-    out = torch.empty(batch_size, dtype=torch.long)
-    for e in torch.unique(epochs).tolist():
-        perm = torch.randperm(n, generator=torch_generator(derive_seed(seed, "epoch", e)))
-        sel = epochs == e
-        out[sel] = perm[offsets[sel]]
-    return out
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_resume_state(path, *, model, ema, optimizer, lr_scheduler, step: int) -> None:
-    """Everything needed to continue training bit for bit, as plain tensors/containers (loads with
-    ``weights_only=True``). Written atomically: a killed write leaves the previous state in place."""
-    safe_torch_save(
-        {
-            "model": model.state_dict(),
-            "ema": ema.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "lr_scheduler": lr_scheduler.state_dict(),
-            "step": int(step),
-            "rng": _rng_state(),
-        },
-        path,
-    )
-
-
-def _append_log(path: Path, step: int, loss: float, lr: float, images_per_s: float) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(["step", "loss", "lr", "images_per_s"])
-        w.writerow([step, f"{loss:.6g}", f"{lr:.6g}", f"{images_per_s:.2f}"])
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log rows after ``step`` (written after the resume state we continue from)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    keep = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= step]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        csv.writer(f).writerows(keep)
-
-
+# --- sample grids ------------------------------------------------------------------------------------
 def grid_conditions(label_names: Sequence[str], per_row: int = 6) -> Condition:
     """Rows of a sample grid: each of the first 8 labels alone (others absent, demographics unknown),
     then a row of null conditions."""
@@ -417,59 +313,6 @@ def _save_grid(model: ConditionalUNet, ema, path: Path, *, seed: int, per_row: i
 
 
 # --- finished generators ----------------------------------------------------------------------------
-def generator_id(model: ConditionalUNet) -> str:
-    """Identity of a generator: sha256 over its config and every weight tensor (16 hex digits)."""
-    import hashlib
-
-    h = hashlib.sha256(config_json(model.config).encode())
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def save_model_folder(model: torch.nn.Module, path: str | os.PathLike, *, config_key: str, kind: str | None = None,
-                      training: dict | None = None) -> Path:
-    """Write a finished model folder: ``weights.safetensors``, then ``config.json`` (written last, atomically:
-    its presence marks a finished model) holding ``model.config`` under ``config_key``, the generator id
-    (hash of config and weights), the training record and, for models other than the pixel DDPM, ``kind``."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    gid = generator_id(model)
-    save_tensors(path / "weights.safetensors", model.state_dict(), metadata={"format": "pt", "generator_id": gid})
-    record = {"kind": kind} if kind else {}
-    record.update({config_key: model.config, "generator_id": gid, "training": training or {}})
-    atomic_write_json(path / "config.json", record)
-    return path
-
-
-def load_model_folder(path: str | os.PathLike, build, *, config_key: str, kind: str = "ddpm", what: str = "generator",
-                      device: str = "cpu"):
-    """Load a folder written by :func:`save_model_folder` in eval mode: ``build(config)`` makes the model;
-    the folder must be finished, of ``kind``, and its weights must fit the config and hash to the
-    recorded generator id (a mixed-up or modified folder is an error, never loaded silently)."""
-    import json
-
-    path = Path(path)
-    cfg_path = path / "config.json"
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{path} is not a finished {what} folder: {cfg_path.name} is missing (did training finish?)")
-    info = json.loads(cfg_path.read_text())
-    found = info.get("kind", "ddpm")
-    if found != kind or config_key not in info:
-        raise ValueError(f"{cfg_path} describes a {found!r} generator, not a {what}")
-    model = build(info[config_key])
-    missing, unexpected = model.load_state_dict(load_tensors(path / "weights.safetensors"), strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path}/weights.safetensors does not fit its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    model.generator_id = generator_id(model)
-    if info.get("generator_id") not in (None, model.generator_id):
-        raise ValueError(f"{path}: weights hash to generator id {model.generator_id} but config.json records "
-                         f"{info['generator_id']} (files mixed up or modified)")
-    model.path = str(path)
-    return model.to(resolve_device(device)).eval()
-
-
 def save_generator(model: ConditionalUNet, path: str | os.PathLike, training: dict | None = None) -> Path:
     """Write a finished pixel-DDPM folder (``weights.safetensors`` then ``config.json``)."""
     return save_model_folder(model, path, config_key="generator", training=training)
