@@ -259,4 +259,4 @@ def plot_learning_curve(curve: pd.DataFrame):
     ax.set_xlabel("labeled fraction of the train split")
     ax.set_ylabel("test AUROC")
     ax.legend()
-    return fig, m[["arm", "estimate", "ci_low", "ci_high", "p_value", "p_adj", "n"]]
+    return fig, m[["arm", "fraction", "estimate", "ci_low", "ci_high", "p_value", "p_adj", "n"]].reset_index(drop=True)
