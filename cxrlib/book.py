@@ -30,7 +30,7 @@ from .config import PROFILE_NAMES, ConfigError
 from .errors import RunError, UserError
 from .execution import execute, read_run_record
 from .notebook_params import read_notebook, rerun_command, resolve_config
-from .run_context import RUN_RECORD, read_json, run_dir_for
+from .run_context import RUN_RECORD, read_json, run_dir_for, runs_root
 from .utils import project_root
 
 NOTEBOOK_RE = re.compile(r"^(\d\d)_[A-Za-z0-9_\-]+\.ipynb$")
@@ -359,6 +359,16 @@ def build_book(
         spec = row["spec"]
         prepare_chapter(row["run_dir"], chapters_dir, spec.stem, spec.title, os.path.relpath(spec.path, project_root()))
     atomic_write_text(chapters_dir / "status.md", _status_page(rows, profile))
+    # the reproduction scorecard, from the chapters of this build (cxrlib.verdicts)
+    from . import verdicts
+
+    card = verdicts.scorecard({row["spec"].stem: row["run_dir"] for row in chapters})
+    scorecard_csv = runs_root(runs_dir) / f"scorecard-{profile}.csv"
+    scorecard_csv.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(scorecard_csv, card.to_csv(index=False))
+    atomic_write_text(chapters_dir / "scorecard.md",
+                      verdicts.scorecard_markdown(card, profile, built={row["spec"].stem for row in chapters}))
+    _say(f"[book] scorecard: {scorecard_csv}")
     if not chapters:  # the TOC's chapter glob must match something, or Sphinx warns (an error with -W)
         atomic_write_text(chapters_dir / "00_no_experiments.md",
                           "# No experiment chapters yet\n\nNo notebook has run successfully for this build; "

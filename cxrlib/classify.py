@@ -141,14 +141,16 @@ def train_classifier(
     labels: Sequence[str] | None = None,  # label names to learn (default: those of the first train set)
     arch: str = "small_cnn",            # see cxrlib.models.classifiers.CLASSIFIER_ARCHS
     task: str = "multilabel",           # "multilabel" (BCE per label) | "multiclass" (softmax cross-entropy)
-    epochs: int = 10,                   # maximum number of passes over the training images
+    epochs: int = 10,                   # maximum number of passes over the training images (without steps)
+    steps: int | None = None,           # optimizer-step budget: exactly this many steps, whatever the set size
+    eval_every: int | None = None,      # validate (and select) every this many steps (default: each epoch; steps // 10)
     batch_size: int = 64,
     lr: float = 1e-3,                   # AdamW peak learning rate (linear warm-up, then cosine decay to 0)
     weight_decay: float = 1e-4,         # AdamW decoupled weight decay
     augment: bool = True,               # random affine + intensity jitter (module docstring); no flips
     class_weighting: bool = False,      # reweight the loss by inverse class frequency (class_weights)
     balanced_sampling: bool = False,    # draw images with balanced_sample_weights instead of shuffling
-    early_stopping_patience: int | None = None,  # stop after this many epochs without a better val macro-AUROC
+    early_stopping_patience: int | None = None,  # stop after this many validations without a better val macro-AUROC
     pretrained: bool = False,           # start from torchvision's ImageNet weights (error if unavailable)
     warmup_steps: int = 100,            # linear learning-rate warm-up (capped at 10 % of all steps)
     device: str = "cpu",                # "cpu", "cuda", "cuda:1", "mps"; an absent GPU is an error
@@ -157,17 +159,24 @@ def train_classifier(
     progress: bool = True,              # tqdm bars
     out_dir: str | Path | None = None,  # if given: writes options.json, history.csv and the classifier
 ) -> tuple[CXRClassifier, pd.DataFrame]:
-    """Train a classifier; return it (on ``device``, in eval mode, with the weights of the epoch with
-    the best validation macro-AUROC, or of the last epoch without ``val``) and the per-epoch history
-    (``epoch, train_loss, val_loss, val_macro_auroc, lr, seconds, train_images_per_s, best``).
+    """Train a classifier; return it (on ``device``, in eval mode, with the weights of the validation
+    with the best macro-AUROC, or the last weights without ``val``) and the history, one row per
+    validation (``step, epoch, train_loss, val_loss, val_macro_auroc, lr, seconds,
+    train_images_per_s, best``; ``epoch`` = passes over the training images so far).
+
+    Two budgets. ``epochs`` (the default): ``epochs`` passes over the training set, validated after
+    each, so a larger set also gets more optimizer steps. ``steps``: exactly ``steps`` optimizer steps
+    (passes follow one another, each a new shuffle, the last one cut short), validated every
+    ``eval_every`` steps and at the end: the budget of a fair comparison between training sets of
+    different sizes. The selected weights' step is the last ``step`` with ``best``.
     """
     # 1. check the options
     if task not in TASKS:
         raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
     if balanced_sampling and class_weighting:
         raise ValueError("balanced_sampling and class_weighting both correct the imbalance; choose one")
-    for name, v in (("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(v, int) or v < 1:
+    for name, v in (("epochs", epochs), ("batch_size", batch_size), ("steps", steps), ("eval_every", eval_every)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1) or (v is None and name in ("epochs", "batch_size")):
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
     if early_stopping_patience is not None and (early_stopping_patience < 1 or val is None):
         raise ValueError(f"early_stopping_patience={early_stopping_patience!r} needs a val set and a value >= 1")
@@ -194,7 +203,8 @@ def train_classifier(
     sample_w = balanced_sample_weights(y_tr, m_tr, task) if balanced_sampling else None
     n = len(x_tr)
     steps_per_epoch = math.ceil(n / batch_size)
-    total_steps = epochs * steps_per_epoch
+    total_steps = steps if steps is not None else epochs * steps_per_epoch
+    every = eval_every or (max(1, total_steps // 10) if steps is not None else steps_per_epoch)
     warmup = min(warmup_steps, total_steps // 10)
 
     g_sample = torch_generator(derive_seed(seed, "classifier", "sample"))
@@ -221,19 +231,25 @@ def train_classifier(
             per = F.binary_cross_entropy_with_logits(logits, y, pos_weight=weight, reduction="none")
             return (per * m).sum() / m.sum().clamp(min=1)
 
-        best_auc, best_state, best_epoch, bad_epochs = -math.inf, None, 0, 0
-        for epoch in range(1, epochs + 1):
-            # 4. one pass over the training images
+        def batches():  # passes over the training images, each a new shuffle (or balanced draw)
+            while True:
+                if sample_w is not None:
+                    order = torch.multinomial(sample_w, n, replacement=True, generator=g_sample)
+                else:
+                    order = torch.randperm(n, generator=g_sample)
+                for k in range(steps_per_epoch):
+                    yield order[k * batch_size:(k + 1) * batch_size]
+
+        stream = batches()
+        best_auc, best_state, best_step, bad_rounds, step = -math.inf, None, 0, 0, 0
+        bar = tqdm(total=total_steps, desc="classifier", unit="step", **({} if progress else {"disable": True}))
+        while step < total_steps:
+            # 4. the optimizer steps up to the next validation
             model.train()
             t0 = time.perf_counter()
-            if sample_w is not None:
-                order = torch.multinomial(sample_w, n, replacement=True, generator=g_sample)
-            else:
-                order = torch.randperm(n, generator=g_sample)
-            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{epochs}", unit="batch", **({} if progress else {"disable": True}))
-            loss_sum = 0.0
-            for k in bar:
-                idx = order[k * batch_size:(k + 1) * batch_size]
+            loss_sum, seen = 0.0, 0
+            for _ in range(min(every, total_steps - step)):
+                idx = next(stream)
                 xb = x_tr[idx].float().div_(255)
                 if augment:
                     xb = augment_batch(xb, g_aug)
@@ -242,19 +258,22 @@ def train_classifier(
                 with torch.autocast(dev.type, dtype=amp_dtype, enabled=mixed_precision):
                     loss = loss_fn(model(xb), yb, mb, tb)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"classifier loss is {loss.item()} at epoch {epoch}, batch {k}; lower lr={lr}")
+                    raise FloatingPointError(f"classifier loss is {loss.item()} at step {step + 1}; lower lr={lr}")
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
+                step += 1
                 loss_sum += loss.item() * len(idx)
-                if k % 10 == 0:
+                seen += len(idx)
+                bar.update(1)
+                if step % 10 == 0:
                     bar.set_postfix(loss=f"{loss.item():.4f}")
             train_seconds = time.perf_counter() - t0
-            row = {"epoch": epoch, "train_loss": loss_sum / n, "val_loss": np.nan, "val_macro_auroc": np.nan,
-                   "lr": opt.param_groups[0]["lr"], "seconds": train_seconds, "train_images_per_s": n / train_seconds,
-                   "best": False}
+            row = {"step": step, "epoch": step / steps_per_epoch, "train_loss": loss_sum / seen, "val_loss": np.nan,
+                   "val_macro_auroc": np.nan, "lr": opt.param_groups[0]["lr"], "seconds": train_seconds,
+                   "train_images_per_s": seen / train_seconds, "best": False}
             # 5. validation: loss and macro-AUROC; keep the best weights
             if val is not None:
                 logits = _logits(model, x_va, 256, dev, mixed_precision, amp_dtype)
@@ -263,18 +282,19 @@ def train_classifier(
                 scores = _probabilities(logits, task).numpy()
                 row["val_macro_auroc"] = M.macro_auroc(y_va.numpy(), scores, m_va.numpy())
                 if row["val_macro_auroc"] > best_auc:
-                    best_auc, best_epoch, bad_epochs = row["val_macro_auroc"], epoch, 0
+                    best_auc, best_step, bad_rounds = row["val_macro_auroc"], step, 0
                     best_state = copy.deepcopy(model.state_dict())
                     row["best"] = True
                 else:
-                    bad_epochs += 1
+                    bad_rounds += 1
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
             if not bar.disable:
-                bar.write(f"epoch {epoch}: train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
+                bar.write(f"step {step}: train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
                           f"val macro-AUROC {row['val_macro_auroc']:.4f}  {row['train_images_per_s']:.0f} img/s")
-            if early_stopping_patience is not None and bad_epochs >= early_stopping_patience:
+            if early_stopping_patience is not None and bad_rounds >= early_stopping_patience:
                 break
+        bar.close()
     # 6. the selected weights, and the run folder
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -286,7 +306,8 @@ def train_classifier(
                    "lr": lr, "weight_decay": weight_decay, "augment": augment, "class_weighting": class_weighting,
                    "balanced_sampling": balanced_sampling, "early_stopping_patience": early_stopping_patience,
                    "pretrained": pretrained, "warmup_steps": warmup_steps, "mixed_precision": mixed_precision,
-                   "seed": seed, "device": str(dev), "n_train": n, "image_size": size, "best_epoch": best_epoch,
+                   "seed": seed, "device": str(dev), "n_train": n, "image_size": size, "steps": steps,
+                   "eval_every": every, "optimizer_steps": step, "selected_step": best_step if best_state is not None else step,
                    "train_sets": [d.name for d in ([train] if isinstance(train, CXRDataset) else train)]}
         atomic_write_json(out / "options.json", options)
         atomic_write_text(out / "history.csv", hist.to_csv(index=False))

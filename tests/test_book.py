@@ -51,7 +51,8 @@ def _pages(smoke_book):
     html = smoke_book["html"]
     chapters = [html / "chapters" / f"{nb.stem}.html" for nb in smoke_book["notebooks"]]
     methods = sorted((html / "methods").glob("*.html"))
-    return [html / "index.html", *chapters, *methods, html / "chapters" / "status.html", html / "references.html"]
+    return [html / "index.html", html / "chapters" / "scorecard.html", *chapters, *methods, html / "chapters" / "status.html",
+            html / "references.html"]
 
 
 def test_html_and_pdf_are_built(smoke_book):
@@ -134,6 +135,22 @@ def test_chapters_open_with_prose_and_rerun_command_reproduces_the_run(smoke_boo
         cfg, _ = resolve_config(spec, collect_params(pairs), profile, raw=dict(pairs))
         run_hash = re.search(r"configuration hash\s+(\w+)", text).group(1)
         assert cfg.hash() == run_hash, (nb.stem, command)
+
+
+def test_scorecard_csv_and_page(smoke_book):
+    """cxr book writes runs/scorecard-<profile>.csv (every claim of the register, each verdict one of
+    three, each rule printed) and the scorecard page right after the introduction."""
+    import pandas as pd
+
+    from cxrlib import verdicts
+
+    card = pd.read_csv(smoke_book["book"].parent / "runs" / "scorecard-smoke.csv")
+    assert list(card.columns) == list(verdicts.SCORECARD_COLUMNS) and len(card) >= 10
+    assert set(card["verdict"]) <= set(verdicts.VERDICTS) and card["rule"].str.len().min() > 20
+    page = (smoke_book["html"] / "chapters" / "scorecard.html").read_text()
+    assert "Reproduction scorecard" in page and page.count("<tr") >= len(card) + 1
+    toc = (smoke_book["book"] / "_toc.yml").read_text()
+    assert toc.index("chapters/scorecard") < toc.index("methods/datasets")
 
 
 def test_pages_render_in_headless_chromium(smoke_book):

@@ -1,5 +1,6 @@
 """Classifiers (cxrlib.models.classifiers) and their training loop (cxrlib.classify) on tiny toy data."""
 
+import json
 import urllib.error
 
 import numpy as np
@@ -124,7 +125,7 @@ def test_small_cnn_learns_the_drawn_findings(tmp_path):
     tab = M.label_metrics(y, s, m, 0.5, LABELS).set_index(["label", "metric"])["estimate"]
     for l in LABELS:
         assert tab[(l, "auroc")] > 0.9, (l, tab[(l, "auroc")])
-    assert list(hist.columns) == ["epoch", "train_loss", "val_loss", "val_macro_auroc", "lr", "seconds",
+    assert list(hist.columns) == ["step", "epoch", "train_loss", "val_loss", "val_macro_auroc", "lr", "seconds",
                                   "train_images_per_s", "best"]
     assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]
     assert {"options.json", "history.csv", "classifier.json", "classifier.safetensors"} <= {p.name for p in tmp_path.iterdir()}
@@ -217,3 +218,27 @@ def test_early_stopping_and_best_epoch(monkeypatch):
     monkeypatch.setattr(C.M, "macro_auroc", lambda *a, **k: next(aucs))
     _, hist = train_classifier(train=toy(32, 0), val=toy(32, 1), early_stopping_patience=2, **{**FAST, "epochs": 5})
     assert hist["epoch"].tolist() == [1, 2, 3] and hist["best"].tolist() == [True, False, False]
+
+
+@pytest.mark.parametrize("sizes", [(32,), (32, 96)])
+def test_step_budget_is_the_same_whatever_the_set_size(sizes, tmp_path):
+    """With ``steps``, a set three times larger gets the same number of optimizer steps (the budget of a
+    fair comparison), validated every ``eval_every`` steps and at the end; the selected step is one of
+    the validated ones and is recorded."""
+    train = [toy(n, i) for i, n in enumerate(sizes)]
+    n = sum(sizes)
+    _, hist = train_classifier(train=train, val=toy(32, 9), steps=7, eval_every=3, out_dir=tmp_path,
+                               **{**FAST, "epochs": 1})
+    assert hist["step"].tolist() == [3, 6, 7]
+    assert hist["epoch"].iloc[-1] == pytest.approx(7 / -(-n // FAST["batch_size"]))
+    opts = json.loads((tmp_path / "options.json").read_text())
+    assert opts["optimizer_steps"] == 7 and opts["selected_step"] in (3, 6, 7)
+    assert opts["selected_step"] == hist.loc[hist.best, "step"].iloc[-1]
+
+
+def test_epoch_budget_grows_with_the_set():
+    _, small = train_classifier(train=toy(32, 0), val=None, **{**FAST, "epochs": 2})
+    _, large = train_classifier(train=toy(96, 0), val=None, **{**FAST, "epochs": 2})
+    assert large["step"].iloc[-1] == 3 * small["step"].iloc[-1]
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        train_classifier(train=toy(32, 0), val=None, steps=0, **FAST)

@@ -26,7 +26,7 @@ def real_set(n=60, seed=0):
 
 
 def test_config_checks():
-    assert I.Config.from_params(profile="smoke").arms == I.ARMS[:4]
+    assert I.Config.from_params(profile="smoke").arms == I.ARMS  # the oversampling control at every profile
     assert "real-oversampled" in I.Config.from_params(profile="paper").arms
     with pytest.raises(ConfigError, match="arms"):
         I.Config.from_params(profile="smoke", arms=("synthetic-natural",))  # no reference arm
@@ -119,6 +119,10 @@ def test_summary_takes_pooled_estimates_and_the_worst_seed_p_value():
     assert len(fig.axes) == 3
 
 
+class FakeModel(dict):
+    training_record = {"optimizer_steps": 8, "selected_step": 4}  # the smoke budget (clf_steps)
+
+
 def test_evaluate_arms_policies_share_predictions(monkeypatch):
     """Threshold-free metrics once (policy ""), threshold metrics per policy, pooled rows over seeds;
     classifiers and their predictions are faked (the training itself is tested in test_classifiers)."""
@@ -138,7 +142,7 @@ def test_evaluate_arms_policies_share_predictions(monkeypatch):
 
     def fake_train(cfg, train_sets, val_set, *, seed, balanced_sampling=False, progress=True):
         trained.append((len(train_sets), seed, balanced_sampling))
-        return {"strength": 0.2 * len(train_sets), "seed": seed}
+        return FakeModel(strength=0.2 * len(train_sets), seed=seed)
 
     def fake_predict(model, ds, device="cpu"):
         y, _ = ds.targets()

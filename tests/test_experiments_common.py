@@ -58,3 +58,75 @@ def test_work_folder_past_a_missing_snapshot_restarts(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="past the snapshot at step 3"):
         snaps = S.train_cached_generator(cfg, train, name="t", steps=8, checkpoints=(3,), progress=False)
     assert sorted(snaps) == [3, 8] and all((p / "model").is_dir() for p in snaps.values())
+
+
+def _toy(n, seed, size=16):
+    import numpy as np
+    import pandas as pd
+
+    from cxrlib.data.base import ArrayDataset
+    from cxrlib.data.labels import CHEXPERT_LABELS
+
+    rng = np.random.default_rng(seed)
+    meta = pd.DataFrame({"patient_id": [f"p{seed}-{i}" for i in range(n)], "sex": "F", "age": 50.0})
+    for lab in CHEXPERT_LABELS:
+        meta[lab] = rng.integers(0, 2, n).astype(float)
+    return ArrayDataset(rng.integers(0, 256, (n, size, size), dtype=np.uint8), meta, name=f"toy{seed}-{n}")
+
+
+def test_arms_of_different_sizes_get_the_same_step_budget(cache_dir):
+    """The fair protocol end to end: under clf_steps a set 3x larger trains the same number of
+    optimizer steps, and its record says which validated step was kept."""
+    cfg = c.StudyConfig.from_params(profile="smoke", image_size=16, clf_steps=6, clf_eval_every=2, clf_batch_size=16)
+    val = _toy(24, 9)
+    small = c.train_cached_classifier(cfg, [_toy(32, 0)], val, seed=0, progress=False)
+    large = c.train_cached_classifier(cfg, [_toy(32, 0), _toy(64, 1)], val, seed=0, progress=False)
+    assert small.training_record["optimizer_steps"] == large.training_record["optimizer_steps"] == 6
+    assert large.training_record["selected_step"] in (2, 4, 6)
+    legacy = c.train_cached_classifier(cfg.replace(clf_steps=None, clf_epochs=1), [_toy(32, 0), _toy(64, 1)], val, seed=0,
+                                       progress=False)
+    assert legacy.training_record["optimizer_steps"] == 6  # one pass over 96 images, batch 16
+
+
+def test_results_carry_the_budget_and_unequal_budgets_are_refused():
+    import pandas as pd
+
+    cfg = c.StudyConfig.from_params(profile="smoke", clf_steps=10)
+    results = pd.DataFrame({"seed": [0, 0, 1, 1, "pooled", "pooled"], "arm": ["real", "syn"] * 3})
+    trained = pd.DataFrame({"seed": [0, 0, 1, 1], "arm": ["real", "syn"] * 2, "optimizer_steps": [10] * 4,
+                            "selected_step": [4, 8, 6, 10]})
+    out = c.with_training_budget(results, trained, cfg)
+    assert out["optimizer_steps"].tolist() == [10] * 6
+    assert out["selected_step"].tolist() == [4, 8, 6, 10, 5, 9]
+    with pytest.raises(ValueError, match="unequal training budgets"):
+        c.with_training_budget(results, trained.assign(optimizer_steps=[10, 30, 10, 30]), cfg)
+    # without a step budget (epochs), unequal steps are what happens, and are reported
+    out = c.with_training_budget(results, trained.assign(optimizer_steps=[10, 30, 10, 30]), cfg.replace(clf_steps=None))
+    assert out["optimizer_steps"].tolist() == [10, 30, 10, 30, 10, 30]
+
+
+def test_external_sites_are_never_dropped_silently(monkeypatch):
+    """On real data an external site is 'NAME=ROOT' and is loaded from ROOT; a phantom site name on real
+    data, or an unknown site on the phantom, is an error naming it (it used to be ignored)."""
+    from cxrlib.experiments import comparison
+
+    with pytest.raises(ConfigError, match=r"'external_sites'.*'NAME=ROOT'.*'nih'"):
+        c.StudyConfig.from_params(profile="smoke", dataset="chexpert", external_sites=["nih"])
+    with pytest.raises(ConfigError, match=r"'external_sites': 'mars' is not a phantom site"):
+        c.StudyConfig.from_params(profile="smoke", external_sites=["mars"])
+    with pytest.raises(ConfigError, match="given twice"):
+        c.StudyConfig.from_params(profile="smoke", external_sites=["nih", "nih"])
+    cfg = c.StudyConfig.from_params(profile="smoke", dataset="chexpert", root="/data/cx", external_sites=["nih=/data/NIH"])
+    assert c.external_sites(cfg) == {"nih": "/data/NIH"}
+    with pytest.raises(ConfigError, match=r"'test_sets': \['padchest'\]"):
+        comparison.Config.from_params(profile="smoke", dataset="chexpert", root="/x", external_sites=["nih=/data/NIH"],
+                                      test_sets=["internal", "padchest"])
+    calls = []
+
+    def fake_load(name, **kw):
+        calls.append((name, kw.get("root"), kw.get("split"), kw.get("site")))
+        return _toy(8, len(calls))
+
+    monkeypatch.setattr("cxrlib.data.load_dataset", fake_load)
+    sets = c.real_sets(cfg.replace(labeled_fraction=1.0), progress=False)
+    assert ("nih", "/data/NIH", "test", None) in calls and set(sets.external) == {"nih"}

@@ -37,19 +37,22 @@ SMOKE_LABELS = ("Cardiomegaly", "Edema", "Pleural Effusion")
 STUDY_PROFILES: dict[str, dict] = {
     "smoke": dict(image_size=32, labels=SMOKE_LABELS, n_pool=400, labeled_fraction=0.5, n_val=120, n_test=200,
                   n_external=100, gen_channels=(16, 32), gen_steps=30, gen_checkpoints=(15,), gen_batch_size=16,
-                  sampler_steps=4, clf_epochs=1, n_seeds=1, n_boot=30, oracle_epochs=1),
-    "cpu": dict(),
+                  sampler_steps=4, clf_epochs=1, clf_steps=8, clf_eval_every=4, n_seeds=1, n_boot=30, oracle_epochs=1),
+    # cpu: 400 steps of batch 64 is on the real arm's plateau (validation macro-AUROC of R = 969 phantom
+    # images: 0.66 at 25 steps, 0.81 at 150, 0.80-0.82 from 150 to 600 steps; measured for issue 12)
+    "cpu": dict(clf_steps=400, clf_eval_every=25),
     "paper": dict(dataset="chexpert", image_size=256, labels=tuple(l for l in COMPETITION_LABELS), n_pool=None,
                   labeled_fraction=1.0, n_val=None, n_test=None, n_external=None, external_sites=(),
                   gen_channels=(128, 128, 256, 256, 512, 512), gen_layers=2, gen_label_channels=False, gen_steps=200_000, gen_checkpoints=(50_000, 100_000, 150_000),
                   gen_batch_size=32, gen_lr=1e-4, gen_ema_decay=0.9999, gen_prediction="v_prediction",
                   gen_schedule="squaredcos_cap_v2", gen_cond_hidden=512, gen_dropout=0.1, gen_mixed_precision="bf16",
-                  sampler="ddim", sampler_steps=200, clf_arch="densenet121", clf_epochs=20, n_seeds=5, n_boot=1000,
+                  sampler="ddim", sampler_steps=200, clf_arch="densenet121", clf_epochs=20, clf_steps=40_000,
+                  clf_eval_every=2_000, n_seeds=5, n_boot=1000,
                   oracle_arch="densenet121", oracle_epochs=20),
 }
 
 # The classifier recipe's fields (part of every classifier's cache key).
-CLF_FIELDS = ("clf_arch", "clf_epochs", "clf_batch_size", "clf_lr", "clf_augment")
+CLF_FIELDS = ("clf_arch", "clf_epochs", "clf_steps", "clf_eval_every", "clf_batch_size", "clf_lr", "clf_augment")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +66,9 @@ class StudyConfig(ExperimentConfig):
     labeled_fraction: float = 0.25  # R = pool images in the manifest's nested labeled subset of this fraction
     n_val: int | None = 1000  # validation images (early stopping, thresholds); None = all
     n_test: int | None = 2000  # internal test images; None = all
-    external_sites: tuple[str, ...] = ("nih", "padchest")  # external test sites (phantom)
+    # external test sets: on the phantom its sites (nih, padchest); on real data "NAME=ROOT" entries, each the
+    # test split of a real dataset read from ROOT (e.g. "nih=/data/NIH"), a label it lacks left out of its metrics
+    external_sites: tuple[str, ...] = ("nih", "padchest")
     n_external: int | None = 1000  # images per external site
     # generator (the conditional pixel DDPM of chapter 2) ------------------------------------------
     gen_channels: tuple[int, ...] = (32, 64, 64)  # UNet widths per resolution
@@ -87,7 +92,12 @@ class StudyConfig(ExperimentConfig):
     guidance: float = 2.0  # classifier-free guidance weight w (0 = plain conditional model)
     # classifiers ---------------------------------------------------------------------------------
     clf_arch: str = "small_cnn"  # small_cnn | resnet18 | resnet50 | densenet121 | efficientnet_b0 | convnext_tiny | inception_v3
-    clf_epochs: int = 8
+    clf_epochs: int = 8  # passes over each arm's own set; used only when clf_steps is None
+    # The fair protocol: every arm of a comparison gets the same optimizer-step budget, whatever its set
+    # size, and the weights of its best validation macro-AUROC (validated every clf_eval_every steps).
+    # None: clf_epochs passes over each arm's own set (a larger set also trains longer).
+    clf_steps: int | None = None
+    clf_eval_every: int | None = None  # None: clf_steps // 10
     clf_batch_size: int = 64
     clf_lr: float = 1e-3
     clf_augment: bool = True
@@ -119,6 +129,10 @@ class StudyConfig(ExperimentConfig):
             raise ConfigError(f"parameter 'gen_mixed_precision': {self.gen_mixed_precision!r} is not one of no, fp16, bf16")
         if self.n_seeds < 1:
             raise ConfigError(f"parameter 'n_seeds': must be >= 1, got {self.n_seeds}")
+        external_sites(self)  # ConfigError for a site that cannot be read on this dataset
+        for name in ("clf_steps", "clf_eval_every"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"parameter {name!r}: must be >= 1 or None, got {getattr(self, name)}")
 
     def clf_seeds(self) -> list[int]:
         return [self.seed + k for k in range(self.n_seeds)]
@@ -171,11 +185,41 @@ def real_sets(cfg: StudyConfig, progress: bool = True) -> RealSets:
     val = load_dataset(cfg.dataset, split="val", n_max=cfg.n_val, **kw)
     test = load_dataset(cfg.dataset, split="test", n_max=cfg.n_test, **kw)
     external = {}
-    for site in cfg.external_sites if cfg.dataset == "phantom" else ():
+    for site, root in external_sites(cfg).items():
         # external sites do not annotate every label: "not annotated" is masked, not negative
-        external[site] = load_dataset("phantom", site=site, split="test", n_max=cfg.n_external or 1000,
-                                      policy=LabelPolicy(missing="ignore"), **kw)
+        if root is None:
+            external[site] = load_dataset("phantom", site=site, split="test", n_max=cfg.n_external or 1000,
+                                          policy=LabelPolicy(missing="ignore"), **kw)
+        else:
+            external[site] = load_dataset(site, split="test", n_max=cfg.n_external,
+                                          policy=LabelPolicy(missing="ignore"), **{**kw, "root": root})
     return RealSets(pool, train, val, test, external)
+
+
+def external_sites(cfg: StudyConfig) -> dict[str, str | None]:
+    """``{site: root}`` of ``cfg.external_sites``: on the phantom its own sites (root None), on real data
+    ``NAME=ROOT`` entries (NAME a dataset of :data:`cxrlib.data.DATASETS`). Anything else is a
+    :class:`ConfigError` naming the entry: a site is never dropped silently."""
+    from ..data import DATASETS
+    from ..data.phantom import SITES
+
+    out: dict[str, str | None] = {}
+    for entry in cfg.external_sites:
+        name, eq, root = str(entry).partition("=")
+        if name in out:
+            raise ConfigError(f"parameter 'external_sites': {name!r} is given twice")
+        if cfg.dataset == "phantom":
+            if eq or name not in SITES or name == "internal":
+                raise ConfigError(f"parameter 'external_sites': {entry!r} is not a phantom site; the phantom's external "
+                                  f"sites are {[s for s in SITES if s != 'internal']}")
+            out[name] = None
+        elif not eq or not root or name not in DATASETS or name == "phantom":
+            raise ConfigError(f"parameter 'external_sites': on dataset {cfg.dataset!r} an external test set is "
+                              f"'NAME=ROOT' with NAME one of {[d for d in DATASETS if d != 'phantom']} (e.g. "
+                              f"'nih=/data/NIH'), got {entry!r}; use [] for none")
+        else:
+            out[name] = root
+    return out
 
 
 def fingerprint(ds: CXRDataset) -> str:
@@ -203,7 +247,8 @@ def subset(ds: CXRDataset, n: int, name: str | None = None) -> ArrayDataset:
 # ------------------------------------------------------------------------------------------------
 def train_cached_classifier(cfg: StudyConfig, train_sets: Sequence[CXRDataset], val: CXRDataset, *, seed: int,
                             balanced_sampling: bool = False, progress: bool = True, **overrides):
-    """Train (or fetch) one classifier on the concatenation of ``train_sets``."""
+    """Train (or fetch) one classifier on the concatenation of ``train_sets``. The model carries
+    ``training_record = {"optimizer_steps": steps run, "selected_step": step of the kept weights}``."""
     from .. import cache as C
     from ..classify import load_classifier, save_classifier, train_classifier
 
@@ -213,13 +258,26 @@ def train_cached_classifier(cfg: StudyConfig, train_sets: Sequence[CXRDataset], 
 
     def produce(d):
         model, hist = train_classifier(train=list(train_sets), val=val, labels=cfg.labels, arch=cfg.clf_arch,
-                                       epochs=overrides.get("clf_epochs", cfg.clf_epochs), batch_size=cfg.clf_batch_size,
+                                       epochs=overrides.get("clf_epochs", cfg.clf_epochs), steps=cfg.clf_steps,
+                                       eval_every=cfg.clf_eval_every, batch_size=cfg.clf_batch_size,
                                        lr=cfg.clf_lr, augment=cfg.clf_augment, balanced_sampling=balanced_sampling,
                                        seed=seed, device=cfg.device, progress=progress)
         save_classifier(model, d)
         hist.to_csv(d / "history.csv", index=False)
 
-    return load_classifier(C.get_or_create(k, produce, expected_bytes=2e8, description="classifier"), device=cfg.device)
+    entry = C.get_or_create(k, produce, expected_bytes=2e8, description="classifier")
+    model = load_classifier(entry, device=cfg.device)
+    model.training_history = pd.read_csv(entry / "history.csv")
+    model.training_record = training_record(model.training_history)
+    return model
+
+
+def training_record(history: pd.DataFrame) -> dict:
+    """``optimizer_steps`` (steps run) and ``selected_step`` (the step of the kept weights: the last
+    validation marked best, else the last step) of a classifier's training history."""
+    steps = int(history["step"].iloc[-1])
+    best = history.loc[history["best"].astype(bool), "step"]
+    return {"optimizer_steps": steps, "selected_step": int(best.iloc[-1]) if len(best) else steps}
 
 
 def oracle(cfg: StudyConfig, sets: RealSets, progress: bool = True):
@@ -228,7 +286,8 @@ def oracle(cfg: StudyConfig, sets: RealSets, progress: bool = True):
     through its penultimate layer, as the ``study`` feature space of FD/KID/precision/recall. Its
     architecture and epochs are ``oracle_arch`` / ``oracle_epochs`` (the same in every chapter, so the
     cache trains it once); its other settings are the chapter's ``clf_*``."""
-    return train_cached_classifier(cfg.replace(clf_arch=cfg.oracle_arch, clf_epochs=cfg.oracle_epochs), [sets.pool],
+    return train_cached_classifier(cfg.replace(clf_arch=cfg.oracle_arch, clf_epochs=cfg.oracle_epochs, clf_steps=None,
+                                               clf_eval_every=None), [sets.pool],
                                    sets.val, seed=derive_seed(cfg.seed, "oracle") % 10_000, progress=progress)
 
 
@@ -286,9 +345,11 @@ def evaluate_arms(cfg: StudyConfig, arms: Mapping[str, Sequence[CXRDataset]], se
     bar = tqdm(jobs, desc="classifier arms", unit="model", **({} if progress else {"disable": True}))
     val_scores: dict[int, dict] = {}
     test_scores: dict[int, dict] = {}
+    trained = []
     for seed, arm in bar:
         bar.set_postfix_str(f"{arm} seed {seed}")
         model = train_cached_classifier(cfg, arms[arm], sets.val, seed=seed, balanced_sampling=arm in balanced, progress=False)
+        trained.append({"seed": seed, "arm": arm, **model.training_record})
         val_scores.setdefault(seed, {})[arm] = predict(model, sets.val, device=cfg.device)
         for t, ds in test_sets.items():
             test_scores.setdefault(seed, {}).setdefault(t, {})[arm] = predict(model, ds, device=cfg.device)
@@ -310,7 +371,75 @@ def evaluate_arms(cfg: StudyConfig, arms: Mapping[str, Sequence[CXRDataset]], se
                 res = pd.concat([res, summarize_seeds(res, reference_arm=reference)], ignore_index=True)
             res = res.assign(test_set=t)
             tables.append(res if policies is None else res.assign(policy=policy))
-    return pd.concat(tables, ignore_index=True)
+    return with_training_budget(pd.concat(tables, ignore_index=True), pd.DataFrame(trained), cfg)
+
+
+def validation_curve(cfg: StudyConfig, train_sets: Sequence[CXRDataset], sets: RealSets, progress: bool = True) -> pd.DataFrame:
+    """Validation macro-AUROC against optimizer steps of the classifier trained on ``train_sets`` (for
+    every seed of ``cfg``; the same cached models as :func:`evaluate_arms`): ``seed, step, epoch,
+    train_loss, val_macro_auroc, best``. Shown for the real arm, it tells whether the step budget
+    sits on the plateau."""
+    parts = [train_cached_classifier(cfg, train_sets, sets.val, seed=seed, progress=progress).training_history.assign(seed=seed)
+             for seed in cfg.clf_seeds()]
+    return pd.concat(parts, ignore_index=True)[["seed", "step", "epoch", "train_loss", "val_macro_auroc", "best"]]
+
+
+def plot_validation_curve(curve: pd.DataFrame, title: str = "R alone"):
+    """Validation macro-AUROC against optimizer steps, one line per seed, the kept weights marked."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for seed, g in curve.groupby("seed"):
+        line, = ax.plot(g["step"], g["val_macro_auroc"], marker=".", label=f"seed {seed}")
+        kept = g[g["best"].astype(bool)].tail(1)
+        ax.scatter(kept["step"], kept["val_macro_auroc"], s=80, facecolor="none", edgecolor=line.get_color(), zorder=3)
+    ax.set_xlabel("optimizer steps")
+    ax.set_ylabel("validation macro AUROC")
+    ax.set_title(f"{title}: validation curve over the step budget (circle: kept weights)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def data_note(cfg: StudyConfig) -> str:
+    """What data this run's numbers come from, for a chapter's summary: the phantom (a simulation:
+    about the methods) or the real dataset and external test sets the run was given."""
+    if cfg.dataset == "phantom":
+        return (f"**Data of this run:** the phantom ({cfg.image_size} px, profile `{cfg.profile}`), a simulation: its "
+                "findings are drawn shapes, so these numbers are about the methods, not about clinical performance. "
+                "The `paper` profile runs the same design on a real dataset.")
+    ext = ", ".join(f"{n} ({r})" for n, r in external_sites(cfg).items()) or "none"
+    return (f"**Data of this run:** `{cfg.dataset}` read from `{cfg.root}` ({cfg.image_size} px, profile `{cfg.profile}`); "
+            f"external test sets: {ext}.")
+
+
+def budget_text(cfg: StudyConfig) -> str:
+    """The classifier training budget of ``cfg`` in words (for the chapters' prose)."""
+    if cfg.clf_steps is None:
+        return (f"{cfg.clf_epochs} epochs over its own training set (a larger set also gets more optimizer steps), "
+                f"batch {cfg.clf_batch_size}")
+    every = cfg.clf_eval_every or max(1, cfg.clf_steps // 10)
+    return (f"{cfg.clf_steps} optimizer steps of batch {cfg.clf_batch_size} whatever its set size, keeping the weights "
+            f"of its best validation macro-AUROC (validated every {every} steps)")
+
+
+def with_training_budget(results: pd.DataFrame, trained: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
+    """Add ``optimizer_steps`` and ``selected_step`` (of the row's arm and seed; pooled rows: the steps
+    if every seed ran the same, and the median selected step). Under a step budget
+    (``cfg.clf_steps``) every arm must have run exactly that many steps: a ValueError otherwise."""
+    if cfg.clf_steps is not None and not (trained["optimizer_steps"] == cfg.clf_steps).all():
+        bad = trained[trained["optimizer_steps"] != cfg.clf_steps]
+        raise ValueError(f"unequal training budgets: clf_steps={cfg.clf_steps} but {bad.to_dict('records')}")
+    per = trained.set_index(["seed", "arm"])
+    pooled = trained.groupby("arm").agg(optimizer_steps=("optimizer_steps", lambda s: s.iloc[0] if s.nunique() == 1 else np.nan),
+                                        selected_step=("selected_step", "median"))
+    seeds = pd.to_numeric(results["seed"], errors="coerce")
+    out = results.copy()
+    for col in ("optimizer_steps", "selected_step"):
+        from_seed = [per[col].get((int(s), a), np.nan) if pd.notna(s) else np.nan for s, a in zip(seeds, out["arm"])]
+        from_pool = out["arm"].map(pooled[col])
+        out[col] = np.where(seeds.notna(), from_seed, from_pool)
+    return out
 
 
 def seed_average(results: pd.DataFrame, by: Sequence[str] = ("test_set", "policy", "comparison", "arm", "label", "metric")

@@ -58,7 +58,7 @@ class Config(LatentRecipe):
     generators: tuple[str, ...] = GENERATORS  # compared generators (gan | ddpm | ldm | fewshot)
     amounts: tuple[int, ...] = (30, 90)  # synthetic images per label added to R (Schaudt: 100-1000 per class)
     clf_archs: tuple[str, ...] = ("small_cnn", "resnet18")  # downstream classifiers
-    arch_epochs: tuple[int, ...] | None = (5, 2)  # epochs per architecture (None: clf_epochs for all)
+    arch_epochs: tuple[int, ...] | None = (5, 2)  # epochs per architecture (None: clf_epochs for all); only when clf_steps is None
     arch_seeds: tuple[int, ...] | None = (2, 1)  # training seeds per architecture (None: n_seeds for all)
     arch_amounts: tuple[int, ...] | None = (2, 1)  # how many of the largest amounts each architecture uses (None: all)
     test_sets: tuple[str, ...] = ("internal",)  # internal and/or external sites (nih, padchest)
@@ -111,9 +111,10 @@ class Config(LatentRecipe):
                 raise ConfigError(f"parameter {name!r}: expected one positive number per architecture {self.clf_archs}, got {v}")
         if self.arch_amounts is not None and max(self.arch_amounts) > len(self.amounts):
             raise ConfigError(f"parameter 'arch_amounts': at most len(amounts)={len(self.amounts)}, got {self.arch_amounts}")
-        bad = [t for t in self.test_sets if t != "internal" and t not in self.external_sites]
+        sites = list(common.external_sites(self))
+        bad = [t for t in self.test_sets if t != "internal" and t not in sites]
         if bad:
-            raise ConfigError(f"parameter 'test_sets': {bad} are neither 'internal' nor among external_sites {self.external_sites}")
+            raise ConfigError(f"parameter 'test_sets': {bad} are neither 'internal' nor among the external sites {sites}")
         if self.fewshot_k < 1:
             raise ConfigError(f"parameter 'fewshot_k': must be >= 1, got {self.fewshot_k}")
         if "gan" in self.generators:

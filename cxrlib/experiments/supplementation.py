@@ -12,13 +12,16 @@ when the synthetic set is 200-300 % of the real one. Arms (``n`` = ``|R|``):
 ``real+synthetic p%``            R + the first ``p·n/100`` natural-prevalence synthetic images
 ``synthetic p%``                 those synthetic images alone (sizes matched to the arms above)
 ``real+duplicates p%``           R + ``p·n/100`` copies of R's images (R repeated, then a prefix):
-                                 the same number of training images and optimizer steps as
-                                 ``real+synthetic p%``, with no new content (augmentation still
-                                 applies), so a gain that only needs more steps shows up here too
+                                 the same number of training images as ``real+synthetic p%``, with no
+                                 new content (augmentation still applies): ``real+synthetic p%`` −
+                                 ``real+duplicates p%`` is the test of what the generator adds
 ================================ ==================================================================
 
-Every classifier trains for ``clf_epochs`` epochs over its own training set (Khosravi's setting: a
-larger set is also a longer run), with the study's recipe, for ``n_seeds`` seeds.
+Every classifier trains for the same optimizer-step budget ``clf_steps`` whatever its set size, and
+keeps the weights of its best validation macro-AUROC (the fair protocol of
+:func:`cxrlib.experiments.common.evaluate_arms`; results carry ``optimizer_steps`` and
+``selected_step``), for ``n_seeds`` seeds. With ``clf_steps = None`` it trains ``clf_epochs`` passes
+over its own set instead (Khosravi's setting: a larger set is also a longer run).
 
 **The synthetic stream.** Synthetic images come in chunks of ``ceil(|R| / 4)`` images
 (:data:`CHUNKS_PER_R`: 25 % of R); chunk ``k`` draws its conditions from R (:func:`cxrlib.generators.conditions.prevalence_conditions`, rows of R with replacement, so

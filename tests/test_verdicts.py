@@ -1,0 +1,117 @@
+"""The verdict rules reach each of their outcomes, and cannot be met by chance alone."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxrlib import verdicts as V
+from cxrlib.verdicts import Evidence, Rule, decide
+
+UP = Rule("directional", "gain", +1)
+DOWN = Rule("directional", "loss", -1)
+EQ = Rule("equivalence", "difference", margin=0.02)
+CORR = Rule("correlation", "rho", -1, min_n=5)
+ORDER = Rule("ordering", "FD difference", -1)
+
+
+@pytest.mark.parametrize("rule, ev, p_adj, verdict", [
+    (UP, Evidence(0.03, 0.01, 0.05, 0.01, 5), 0.01, "reproduces"),
+    (UP, Evidence(-0.03, -0.05, -0.01, 0.01, 5), 0.01, "does not reproduce"),  # significant, wrong direction
+    (UP, Evidence(0.0, -0.01, 0.0, 0.9, 5), 0.9, "does not reproduce"),  # CI excludes any gain
+    (UP, Evidence(0.01, -0.01, 0.03, 0.2, 5), 0.2, "inconclusive"),
+    (UP, Evidence(0.03, 0.01, 0.05, 0.01, 5), 0.2, "inconclusive"),  # unadjusted p < α is not enough
+    (UP, Evidence(0.3, math.nan, math.nan, math.nan, 1), math.nan, "inconclusive"),  # one seed: never a verdict
+    (DOWN, Evidence(-0.3, -0.4, -0.2, 0.001, 3), 0.003, "reproduces"),
+    (DOWN, Evidence(0.3, 0.2, 0.4, 0.001, 3), 0.003, "does not reproduce"),
+    (EQ, Evidence(0.001, -0.01, 0.012, 0.01, 5), 0.01, "reproduces"),
+    (EQ, Evidence(0.05, 0.03, 0.07, 0.9, 5), 0.9, "does not reproduce"),
+    (EQ, Evidence(0.01, -0.02, 0.04, 0.3, 5), 0.3, "inconclusive"),
+    (CORR, Evidence(-0.9, -1.0, -0.5, 0.01, 6), 0.01, "reproduces"),
+    (CORR, Evidence(0.8, 0.3, 1.0, 0.02, 6), 0.02, "does not reproduce"),
+    (CORR, Evidence(-0.8, math.nan, math.nan, 0.08, 4), 0.08, "inconclusive"),  # too few generators
+    (ORDER, Evidence(-0.2, -0.3, -0.1, math.nan, 4), math.nan, "reproduces"),
+    (ORDER, Evidence(0.2, 0.1, 0.3, math.nan, 4), math.nan, "does not reproduce"),
+    (ORDER, Evidence(0.0, -0.1, 0.1, math.nan, 4), math.nan, "inconclusive"),
+])
+def test_each_rule_reaches_each_outcome(rule, ev, p_adj, verdict):
+    assert decide(rule, ev, p_adj)[0] == verdict
+    assert verdict in V.VERDICTS
+
+
+def test_not_measured_is_inconclusive_and_rules_validate():
+    assert decide(UP, None) == ("inconclusive", "not measured")
+    with pytest.raises(ValueError, match="margin"):
+        Rule("equivalence", "x")
+    with pytest.raises(ValueError, match="kind"):
+        Rule("any of 16 correlations", "x")
+    assert "TOST" in EQ.text() and "±0.02" in EQ.text() and "adjusted p < 0.05" in UP.text()
+
+
+def _results(a_minus_b, metric="auroc", base=0.7, arm="real+synthetic 100%", ref="real"):
+    rows = []
+    for seed, d in enumerate(a_minus_b):
+        rows.append(dict(arm=ref, label="macro", metric=metric, seed=seed, estimate=base + 0.01 * seed, test_set="internal"))
+        rows.append(dict(arm=arm, label="macro", metric=metric, seed=seed, estimate=base + 0.01 * seed + d, test_set="internal"))
+        rows.append(dict(arm=arm, label="macro", metric=metric, seed="pooled", estimate=9.0, test_set="internal"))
+    return pd.DataFrame(rows)
+
+
+def test_paired_contrast_over_seeds():
+    ev = V.paired_contrast(_results([0.02, 0.03, 0.025, 0.022, 0.028]), "real+synthetic 100%", "real", "auroc")
+    assert ev.n == 5 and ev.estimate == pytest.approx(0.025) and ev.ci_low > 0 and ev.p < 0.001
+    assert decide(UP, ev, ev.p)[0] == "reproduces"
+    noisy = V.paired_contrast(_results([0.05, -0.04, 0.01]), "real+synthetic 100%", "real", "auroc")
+    assert decide(UP, noisy, noisy.p)[0] == "inconclusive"
+    one = V.paired_contrast(_results([0.5]), "real+synthetic 100%", "real", "auroc")
+    assert one.n == 1 and decide(UP, one, one.p)[0] == "inconclusive"
+
+
+def test_equivalence_by_tost():
+    same = V.paired_equivalence(_results([0.001, -0.002, 0.0015, -0.001, 0.0005], arm="synthetic 200%"),
+                                "synthetic 200%", "real", "auroc", margin=0.02)
+    assert same.p < 0.05 and decide(EQ, same, same.p)[0] == "reproduces"
+    far = V.paired_equivalence(_results([-0.10, -0.12, -0.11, -0.09], arm="synthetic 200%"), "synthetic 200%", "real",
+                               "auroc", margin=0.02)
+    assert decide(EQ, far, far.p)[0] == "does not reproduce"
+
+
+def test_holm_within_a_family_can_turn_a_verdict():
+    """Two claims of one family, each p = 0.03: unadjusted both < 0.05, Holm-adjusted both 0.06."""
+    ev = Evidence(0.02, 0.001, 0.04, 0.03, 5)
+    claims = [V.Claim(f"c{i}", "s", "x", "", "ch", "", Rule("directional", "d", +1, family="ch"), lambda t, e=ev: e)
+              for i in range(2)]
+    card = V.evaluate(claims, {"ch": {}})
+    assert card["p_adj"].tolist() == [0.06, 0.06] and set(card["verdict"]) == {"inconclusive"}
+    alone = V.evaluate(claims[:1], {"ch": {}})
+    assert alone["verdict"].tolist() == ["reproduces"]
+
+
+def test_register_and_scorecard_on_missing_chapters(tmp_path):
+    assert len(V.CLAIMS) >= 10 and len({c.claim_id for c in V.CLAIMS}) == len(V.CLAIMS)
+    studies = {c.study.split()[0] for c in V.CLAIMS}
+    assert {"Huijben", "Khosravi", "Schaudt", "Rajaraman"} <= studies
+    card = V.scorecard({})
+    assert list(card.columns) == list(V.SCORECARD_COLUMNS) and set(card["verdict"]) == {"inconclusive"}
+    assert card["reason"].str.contains("has not run").all()
+    page = V.scorecard_markdown(card, "smoke")
+    assert page.count("\n| ") >= 11 and "## The rules" in page
+    assert "Verdict rules, fixed before the results" in V.rules_markdown("05_supplementation")
+
+
+def test_chapter_evidence_from_a_run_folder(tmp_path):
+    """Chapter 5's three claims from the tables a run saves (results.csv and config.json)."""
+    import json
+
+    res = pd.concat([_results([0.02, 0.03, 0.025]),
+                     _results([0.0, 0.001, -0.001], arm="real+duplicates 100%").query("arm != 'real'"),
+                     _results([-0.1, -0.12, -0.11], arm="synthetic 200%").query("arm != 'real'")])
+    res.to_csv(tmp_path / "results.csv", index=False)
+    (tmp_path / "config.json").write_text(json.dumps({"supplement_percents": [100], "duplicate_percents": [100],
+                                                      "synthetic_only_percents": [200]}))
+    card = V.chapter_verdicts("05_supplementation", tmp_path).set_index("claim_id")
+    assert card.loc["khosravi-supplement-gain", "estimate"] == pytest.approx(0.025)
+    assert card.loc["khosravi-synthetic-vs-duplicates", "estimate"] == pytest.approx(0.025)
+    assert card.loc["khosravi-synthetic-only", "verdict"] == "does not reproduce"
+    assert np.isfinite(card.loc["khosravi-supplement-gain", "p_adj"])
