@@ -468,18 +468,20 @@ def scorecard_markdown(card: pd.DataFrame, profile: str, built: set[str] | froze
 
     lines = ["# Reproduction scorecard", "",
              f"One row per claim of the four seed studies, judged at profile `{profile}` by the rule written in "
-             "`cxrlib.verdicts` before any result (the rule column). *inconclusive* means the data neither show "
+             "`cxrlib.verdicts` before any result (listed under *The rules*). *inconclusive* means the data neither show "
              "the claim nor exclude it, or that it was not measured at this profile (the reason says which). "
              f"The table is also `scorecard-{profile}.csv` in the runs folder.", "",
-             "| claim | study | paper | verdict | estimate [95 % CI] | adj. p | n | reason | chapter |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| claim | paper | verdict | estimate [95 % CI] | adj. p | n | chapter |",
+             "|---|---|---|---|---|---|---|"]
     for r in card.itertuples():
-        ci = f"{num(r.estimate)} [{num(r.ci_low)}, {num(r.ci_high)}]" if np.isfinite(r.estimate) else "—"
+        ci = f" [{num(r.ci_low)}, {num(r.ci_high)}]" if np.isfinite(r.ci_low) and np.isfinite(r.ci_high) else ""
+        est = f"{num(r.estimate)}{ci}" if np.isfinite(r.estimate) else "—"
         p = f"{r.p_adj:.3g}" if np.isfinite(r.p_adj) else "—"
         link = f"{{doc}}`{r.chapter}`" if r.chapter in built else f"{r.chapter} (not in this build)"
         if r.figure and r.chapter in built:
             link += f", figure `{r.figure}`"
-        lines.append(f"| {r.claim} | {r.study} | {r.paper_value} | **{r.verdict}** | {ci} | {p} | {r.n} | {r.reason} | {link} |")
+        lines.append(f"| {r.claim} ({r.study}) | {r.paper_value} | **{r.verdict}** | {est} | {p} | {r.n} | {link} |")
+    lines += ["", "## Why each verdict", ""] + [f"* `{r.claim_id}` — **{r.verdict}**: {r.reason}." for r in card.itertuples()]
     lines += ["", "## The rules", ""] + [f"* `{r.claim_id}`: {r.rule}" for r in card.itertuples()]
     return "\n".join(lines) + "\n"
 

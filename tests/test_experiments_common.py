@@ -130,3 +130,43 @@ def test_external_sites_are_never_dropped_silently(monkeypatch):
     monkeypatch.setattr("cxrlib.data.load_dataset", fake_load)
     sets = c.real_sets(cfg.replace(labeled_fraction=1.0), progress=False)
     assert ("nih", "/data/NIH", "test", None) in calls and set(sets.external) == {"nih"}
+
+
+def test_fingerprint_of_files_needs_no_decoding_and_is_memoized(tmp_path, monkeypatch):
+    """Real data is keyed by its files (path, size, mtime) and preprocessing, not by decoding every
+    image (which cost ~1 ms per 256 px image, minutes per call on CheXpert); any dataset's key is
+    computed once per object."""
+    import os
+
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from cxrlib.data.labels import CHEXPERT_LABELS
+    from cxrlib.data.real import FileDataset
+
+    rows = []
+    for i in range(4):
+        p = tmp_path / f"img{i}.png"
+        Image.fromarray(np.full((40, 40), 30 * i, np.uint8)).save(p)
+        rows.append({"image_id": f"i{i}", "patient_id": f"p{i}", "sex": "F", "age": 50.0, "path": str(p),
+                     **{lab: float(i % 2) for lab in CHEXPERT_LABELS}})
+    meta = pd.DataFrame(rows)
+    ds = FileDataset(meta, size=32, name="files")
+    monkeypatch.setattr(FileDataset, "load_image", lambda self, i: (_ for _ in ()).throw(AssertionError("decoded")))
+    key = c.fingerprint(ds)
+    assert key == c.fingerprint(FileDataset(meta, size=32, name="again"))  # same files, same key
+    assert key != c.fingerprint(FileDataset(meta, size=16, name="smaller"))  # preprocessing is part of it
+    Image.fromarray(np.full((40, 40), 255, np.uint8)).save(rows[0]["path"])
+    os.utime(rows[0]["path"], ns=(1, 1))
+    assert key != c.fingerprint(FileDataset(meta, size=32, name="changed"))  # a changed file changes it
+    toy = _toy(8, 0)
+    original, calls = type(toy).to_tensors, []
+
+    def counted(self, *a, **k):
+        calls.append(1)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(type(toy), "to_tensors", counted)
+    first = c.fingerprint(toy)
+    assert c.fingerprint(toy) == first and len(calls) == 1

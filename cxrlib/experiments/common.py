@@ -223,14 +223,37 @@ def external_sites(cfg: StudyConfig) -> dict[str, str | None]:
 
 
 def fingerprint(ds: CXRDataset) -> str:
-    """Content hash of a dataset (images, targets, masks, demographics): keys the cache."""
+    """Content hash of a dataset (images, targets, masks, demographics): keys the cache.
+
+    Computed once per dataset object (memoized on it). A dataset over image files
+    (:class:`cxrlib.data.real.FileDataset`, real data) is keyed by its files' identity (path, size,
+    modification time) and its preprocessing (image size, decoding limits), not by decoding every
+    image; an in-memory dataset (the phantom, synthetic sets, subsets) by its pixels."""
+    import os
+
+    from ..data.real import FileDataset
     from ..io import sha256_bytes
 
-    x, y, m = ds.to_tensors()
+    memo = ds.__dict__.get("_cxr_fingerprint")
+    if memo is not None:
+        return memo
     sex, age = ds.demographics()
-    parts = [x.numpy().tobytes(), y.numpy().tobytes(), m.numpy().tobytes(), sex.tobytes(), np.nan_to_num(age, nan=-1).tobytes(),
+    if isinstance(ds, FileDataset):
+        y, m = ds.targets()
+        files = []
+        for p in ds.meta["path"]:
+            st = os.stat(p)
+            files.append(f"{p}|{st.st_size}|{st.st_mtime_ns}")
+        pixels = ("\n".join(files) + f"|size={ds.size}|max_pixels={ds.max_pixels}|min_side={ds.min_side}").encode()
+        y, m = np.asarray(y, np.float32), np.asarray(m, bool)
+    else:
+        x, y, m = ds.to_tensors()
+        pixels, y, m = x.numpy().tobytes(), y.numpy(), m.numpy()
+    parts = [pixels, y.tobytes(), m.tobytes(), sex.tobytes(), np.nan_to_num(age, nan=-1).tobytes(),
              "|".join(ds.label_names).encode()]
-    return sha256_bytes(b"".join(parts))[:20]
+    key = sha256_bytes(b"".join(parts))[:20]
+    ds.__dict__["_cxr_fingerprint"] = key
+    return key
 
 
 def subset(ds: CXRDataset, n: int, name: str | None = None) -> ArrayDataset:
