@@ -170,3 +170,16 @@ def test_fingerprint_of_files_needs_no_decoding_and_is_memoized(tmp_path, monkey
     monkeypatch.setattr(type(toy), "to_tensors", counted)
     first = c.fingerprint(toy)
     assert c.fingerprint(toy) == first and len(calls) == 1
+
+
+def test_the_oracle_has_its_own_overridable_recipe(monkeypatch):
+    """The fidelity oracle (chapters 2, 4, 6, 7, 8) trains with oracle_arch / oracle_epochs, which a
+    run can shrink (-p oracle_epochs 1); it keeps epoch training even under a step budget."""
+    seen = []
+    monkeypatch.setattr(c, "train_cached_classifier", lambda cfg, train_sets, val, **kw: seen.append(cfg) or "model")
+    cfg = c.StudyConfig.from_params(profile="cpu", oracle_arch="resnet18", oracle_epochs=1)
+    sets = c.RealSets(pool="pool", train="R", val="val", test="test", external={})
+    assert c.oracle(cfg, sets) == "model"
+    (used,) = seen
+    assert used.clf_arch == "resnet18" and used.clf_epochs == 1 and used.clf_steps is None
+    assert c.StudyConfig.from_params(profile="paper").oracle_arch == "densenet121"

@@ -5,6 +5,7 @@ Executions use the tiny fixture notebook (tests/fixtures/notebooks/01_tiny.ipynb
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -250,3 +251,26 @@ def test_book_chapters_drop_progress_bars_but_keep_warnings():
     out = book_builder._without_progress(text)
     assert "UserWarning: the validation set" in out
     assert "http" not in out and "%|" not in out
+
+
+def test_editing_plots_or_the_book_builder_recomputes_no_artifact(tmp_path, monkeypatch, cache_dir):
+    """Cached artifacts depend on the code that computes them, not on plotting code or the book
+    builder: rerunning a chapter after an edit to a plotting function of its experiment module
+    recomputes no cached artifact (every cache event is a hit); the book builder and the runner are
+    not among the code a run depends on at all."""
+    fixtures = tmp_path / "fixtures"
+    shutil.copytree(FIXTURES, fixtures)
+    monkeypatch.syspath_prepend(str(fixtures))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(fixtures), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path / "runs"))
+    nb = fixtures / "notebooks" / NB.name
+    first = execution.run_notebook(nb, {"seed": 2}, profile="smoke", progress=False)
+    code = json.loads((first.run_dir / "run.json").read_text())["inputs"]["code"]
+    assert not {Path(p).name for p in code} & {"book.py", "execution.py", "notebook_params.py"}
+    with open(fixtures / "tiny_experiment.py", "a") as f:
+        f.write("\n\ndef plot_line(ax, x, y):\n    ax.plot(x, y, color='black')\n")
+    # (this copy lives outside the project, whose files alone a run records: rerun it explicitly)
+    again = execution.run_notebook(nb, {"seed": 2}, profile="smoke", progress=False, force=True)
+    assert again.status == "ran"  # the chapter is redone with the edited module ...
+    prov = json.loads((again.run_dir / "provenance.json").read_text())
+    assert [e["event"] for e in prov["cache_events"]] == ["hit"]  # ... but nothing cached is recomputed
