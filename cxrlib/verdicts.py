@@ -430,7 +430,10 @@ def evaluate(claims, tables_by_chapter: Mapping[str, Mapping]) -> pd.DataFrame:
     rows, evidence = [], []
     for c in claims:
         tables = tables_by_chapter.get(c.chapter)
-        ev = c.evidence(tables) if tables is not None else f"chapter {c.chapter} has not run"
+        try:
+            ev = c.evidence(tables) if tables is not None else f"chapter {c.chapter} has not run"
+        except (KeyError, ValueError, IndexError, TypeError) as e:  # a table without what the rule reads
+            ev = f"the evidence could not be read from {c.chapter}'s tables ({type(e).__name__}: {e})"
         evidence.append(ev if isinstance(ev, Evidence) else None)
         rows.append({"claim_id": c.claim_id, "study": c.study, "claim": c.claim, "paper_value": c.paper_value,
                      "rule": c.rule.text(), "chapter": c.chapter, "figure": c.figure,

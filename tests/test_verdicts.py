@@ -115,3 +115,13 @@ def test_chapter_evidence_from_a_run_folder(tmp_path):
     assert card.loc["khosravi-synthetic-vs-duplicates", "estimate"] == pytest.approx(0.025)
     assert card.loc["khosravi-synthetic-only", "verdict"] == "does not reproduce"
     assert np.isfinite(card.loc["khosravi-supplement-gain", "p_adj"])
+
+
+def test_a_table_without_what_a_rule_reads_is_inconclusive_not_a_crash():
+    """The book's scorecard must not die on one chapter's unexpected table (e.g. a run at another
+    profile without the column a rule reads): that claim is inconclusive and says why."""
+    broken = {"results": pd.DataFrame({"arm": ["real"]})}  # no metric/label/seed columns
+    card = V.evaluate(V.claims_of("05_supplementation"), {"05_supplementation": {**broken, "config": {
+        "supplement_percents": [100], "duplicate_percents": [100], "synthetic_only_percents": [200]}}})
+    assert set(card["verdict"]) == {"inconclusive"}
+    assert card["reason"].str.contains("could not be read").sum() == 3
