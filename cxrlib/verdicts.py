@@ -115,8 +115,8 @@ class Claim:
     figure: str
     rule: Rule
     # tables of the chapter's run folder ({csv stem: DataFrame}, plus "config": dict) -> Evidence, or
-    # None with the reason when the claim was not measured
-    evidence: Callable[[Mapping], "Evidence | str"] | None = None
+    # the reason (a str) when the claim was not measured
+    evidence: Callable[[Mapping], "Evidence | str"]
 
 
 def decide(rule: Rule, ev: Evidence | None, p_adj: float = math.nan) -> tuple[str, str]:
@@ -178,7 +178,10 @@ def paired_contrast(results: pd.DataFrame, arm: str, reference: str, metric: str
         return Evidence(est, math.nan, math.nan, math.nan, n, "paired t over seeds")
     se = float(d.std(ddof=1)) / math.sqrt(n)
     q = float(sps.t.ppf(0.975, n - 1))
-    p = 1.0 if se == 0 and est == 0 else float(sps.ttest_1samp(d.to_numpy(), 0.0).pvalue) if se > 0 else 0.0
+    if se > 0:
+        p = float(sps.ttest_1samp(d.to_numpy(), 0.0).pvalue)
+    else:  # every seed gave the same difference: certain if nonzero, none if zero
+        p = 0.0 if est != 0 else 1.0
     return Evidence(est, est - q * se, est + q * se, p, n, "paired t over seeds")
 
 
@@ -338,69 +341,66 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("huijben-balance-sensitivity", "Huijben 2024", "Balancing the synthetic training set raises overall sensitivity",
           "0.02 → 0.59", "03_imbalance", "policy_shift",
           Rule("directional", "macro sensitivity at the fixed 0.5 threshold, synthetic-balanced − synthetic-natural, "
-               "paired over seeds", +1, family="chapter 3")),
+               "paired over seeds", +1, family="chapter 3"),
+          evidence=_ev_balance("sensitivity")),
     Claim("huijben-balance-specificity", "Huijben 2024", "Balancing the synthetic training set lowers overall specificity",
           "0.99 → 0.71", "03_imbalance", "policy_shift",
           Rule("directional", "macro specificity at the fixed 0.5 threshold, synthetic-balanced − synthetic-natural, "
-               "paired over seeds", -1, family="chapter 3")),
+               "paired over seeds", -1, family="chapter 3"),
+          evidence=_ev_balance("specificity")),
     Claim("control-minority-vs-oversampling", "Rajaraman 2024 (control added here)", "Synthetic minority images help "
           "more than rebalancing R by sampling", "not tested in the paper", "03_imbalance", "per_label_fixed",
           Rule("directional", "macro Youden's J at the Youden threshold, real+minority − real-oversampled (balanced "
-               "sampling of R), paired over seeds", +1, family="chapter 3")),
+               "sampling of R), paired over seeds", +1, family="chapter 3"),
+          evidence=_ev_minority_vs_oversampling),
     Claim("huijben-pretraining-25", "Huijben 2024", "With unconditional pretraining, 25 % of the labels give synthetic "
           "data as useful as 100 %", "comparable AUROC", "04_pretraining", "utility",
           Rule("equivalence", "macro AUROC of synthetic-only training, pretrained + fine-tuned on 25 % − trained on 100 %",
-               margin=0.02, family="chapter 4")),
+               margin=0.02, family="chapter 4"),
+          evidence=_ev_pretraining),
     Claim("huijben-fidelity-utility", "Huijben 2024", "Image fidelity does not predict classification utility",
           "metrics disagree", "06_fidelity_utility", "scatter",
           Rule("correlation", "Spearman ρ between quality (−FD) and synthetic-only AUROC over generator variants; the "
-               "claim is refuted by a positive ρ", -1, family="chapter 6", min_n=5)),
+               "claim is refuted by a positive ρ", -1, family="chapter 6", min_n=5),
+          evidence=_ev_fidelity_utility),
     Claim("schaudt-gan-quality", "Schaudt 2023", "The GAN has the best image quality (lowest FD)", "GAN best FD",
-          "07_comparison", "quality_vs_gain", Rule("ordering", "FD of the GAN − FD of the best other generator", -1, min_n=2)),
+          "07_comparison", "quality_vs_gain", Rule("ordering", "FD of the GAN − FD of the best other generator", -1, min_n=2),
+          evidence=_ev_gan_quality),
     Claim("schaudt-quality-gain", "Schaudt 2023", "Image quality anti-correlates with downstream gain",
           "negative correlation", "07_comparison", "quality_vs_gain",
           Rule("correlation", "Spearman ρ between quality (−FD) and mean macro-AUROC gain over generators (with 4 "
-               "generators the smallest exact p is 1/12, so at least 5 are needed)", -1, family="chapter 7", min_n=5)),
+               "generators the smallest exact p is 1/12, so at least 5 are needed)", -1, family="chapter 7", min_n=5),
+          evidence=_ev_quality_gain),
     Claim("schaudt-fewshot-gain", "Schaudt 2023", "The fine-tuned (DreamBooth-like) model raises accuracy",
           "+0.52 points", "07_comparison", "gain_by_amount",
           Rule("directional", "macro AUROC, R + few-shot synthetic (largest amount) − R, paired over seeds", +1,
-               family="chapter 7")),
+               family="chapter 7"),
+          evidence=_ev_fewshot),
     Claim("rajaraman-minority-youden", "Rajaraman 2024", "Synthetic minority-class images raise the minority class's "
           "Youden's index", "p < 0.05", "08_img2img", "minority_metrics",
           Rule("directional", "Youden's J of the minority label, R + image-to-image minority set (strongest) − R, paired "
-               "over seeds", +1, family="chapter 8")),
+               "over seeds", +1, family="chapter 8"),
+          evidence=_ev_minority_youden),
     Claim("khosravi-supplement-gain", "Khosravi 2024", "Supplementing R with synthetic images raises AUROC",
           "up to +0.02 at 1000 %", "05_supplementation", "auroc_vs_percent",
           Rule("directional", "macro AUROC, R + synthetic at the largest percent − R, internal test, paired over seeds", +1,
-               family="chapter 5")),
+               family="chapter 5"),
+          evidence=_ev_supplement("gain")),
     Claim("khosravi-synthetic-vs-duplicates", "Khosravi 2024 (control added here)", "The gain comes from the generator, "
           "not from a larger (longer) training set", "not tested in the paper", "05_supplementation", "auroc_vs_percent",
           Rule("directional", "macro AUROC, R + synthetic p % − R + duplicates p % (same count), paired over seeds", +1,
-               family="chapter 5")),
+               family="chapter 5"),
+          evidence=_ev_supplement("duplicates")),
     Claim("khosravi-synthetic-only", "Khosravi 2024", "Synthetic images alone match real ones at 200-300 %",
           "≈ real at 200-300 %", "05_supplementation", "auroc_vs_percent",
           Rule("equivalence", "macro AUROC, synthetic only (200-300 %) − R, paired over seeds", margin=0.02,
-               family="chapter 5")),
+               family="chapter 5"),
+          evidence=_ev_supplement("synthetic-only")),
     Claim("khosravi-mixing-sources", "Khosravi 2024", "Real data of one source plus synthetic data conditioned on another "
           "source lifts the external test", "0.76 → 0.80", "05_supplementation", "",
-          Rule("directional", "external macro AUROC, mixed sources − single source", +1, family="chapter 5")),
+          Rule("directional", "external macro AUROC, mixed sources − single source", +1, family="chapter 5"),
+          evidence=_not_built("no mixing-sources arm is built yet")),
 )
-_EVIDENCE: dict[str, Callable] = {
-    "huijben-balance-sensitivity": _ev_balance("sensitivity"),
-    "huijben-balance-specificity": _ev_balance("specificity"),
-    "control-minority-vs-oversampling": _ev_minority_vs_oversampling,
-    "huijben-pretraining-25": _ev_pretraining,
-    "huijben-fidelity-utility": _ev_fidelity_utility,
-    "schaudt-gan-quality": _ev_gan_quality,
-    "schaudt-quality-gain": _ev_quality_gain,
-    "schaudt-fewshot-gain": _ev_fewshot,
-    "rajaraman-minority-youden": _ev_minority_youden,
-    "khosravi-supplement-gain": _ev_supplement("gain"),
-    "khosravi-synthetic-vs-duplicates": _ev_supplement("duplicates"),
-    "khosravi-synthetic-only": _ev_supplement("synthetic-only"),
-    "khosravi-mixing-sources": _not_built("no mixing-sources arm is built yet"),
-}
-CLAIMS = tuple(dataclasses.replace(c, evidence=_EVIDENCE[c.claim_id]) for c in CLAIMS)
 
 
 def claims_of(chapter: str) -> list[Claim]:
