@@ -266,6 +266,9 @@ def execute(
         log = staging / ".papermill.log"
         atomic_write_text(nb_in, nbformat.writes(_with_epilogue(spec, staging / "code_files.json")))
         atomic_write_text(params_file, yaml.safe_dump(dict(injected), sort_keys=True))
+        # config.json before the kernel starts: a chapter reads its own run folder while it runs (its
+        # verdicts read the config there, e.g. the percentages of chapter 5's arms), as a hand run does.
+        atomic_write_text(staging / "config.json", json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
         env = {**os.environ, ENV_RUN_DIR: str(staging), ENV_RUN_HASH: cfg.hash(), ENV_RUN_NOTEBOOK: spec.stem,
                "CXR_RUNS_DIR": str(runs_root(runs_dir))}
         try:
