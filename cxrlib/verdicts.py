@@ -34,6 +34,8 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 
+from .seed_contrasts import Evidence, paired_contrast, paired_equivalence, seed_values, with_mean_arm  # noqa: F401 (re-exported)
+
 VERDICTS = ("reproduces", "does not reproduce", "inconclusive")
 KINDS = ("directional", "equivalence", "correlation", "ordering")
 SCORECARD_COLUMNS = ("claim_id", "study", "claim", "paper_value", "rule", "estimate", "ci_low", "ci_high", "p_adj",
@@ -92,20 +94,6 @@ class Rule:
 
 
 @dataclasses.dataclass(frozen=True)
-class Evidence:
-    """What a chapter's tables say about a claim. ``p``: unadjusted (two-sided for directional and
-    correlation claims, the TOST p for equivalence, NaN for orderings); ``n``: independent replicates."""
-
-    estimate: float
-    ci_low: float
-    ci_high: float
-    p: float
-    n: int
-    test: str = ""
-    note: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
 class Claim:
     claim_id: str
     study: str
@@ -148,61 +136,6 @@ def decide(rule: Rule, ev: Evidence | None, p_adj: float = math.nan) -> tuple[st
     if np.isfinite(lo) and np.isfinite(hi) and ((lo > 0) if d < 0 else (hi < 0)):
         return "does not reproduce", "the 95 % CI of the difference is on the other side"
     return "inconclusive", "the 95 % CI of the difference covers 0"
-
-
-# --- evidence from results tables ---------------------------------------------------------------------
-def seed_values(results: pd.DataFrame, arm: str, metric: str, label: str = "macro", **where) -> pd.Series:
-    """Per-seed estimates of ``arm`` (one per seed: rows with an integer seed, filtered by ``where``
-    column values; duplicates, e.g. one row per comparison, must agree and are collapsed)."""
-    rows = results[(results["arm"] == arm) & (results["metric"] == metric) & (results["label"] == label)]
-    for col, value in where.items():
-        if col in rows.columns:
-            rows = rows[rows[col].fillna("").astype(str) == str(value)]
-    seeds = pd.to_numeric(rows["seed"], errors="coerce")
-    rows = rows[seeds.notna()].assign(seed=seeds[seeds.notna()].astype(int))
-    return rows.groupby("seed")["estimate"].first()
-
-
-def paired_contrast(results: pd.DataFrame, arm: str, reference: str, metric: str, label: str = "macro", **where) -> Evidence:
-    """``arm − reference`` paired by training seed: mean difference, 95 % t-interval and the two-sided
-    paired t-test p over seeds (NaN with fewer than 2 seeds)."""
-    from scipy import stats as sps
-
-    a, b = seed_values(results, arm, metric, label, **where), seed_values(results, reference, metric, label, **where)
-    d = (a - b).dropna()
-    n = len(d)
-    if n == 0:
-        return Evidence(math.nan, math.nan, math.nan, math.nan, 0, "paired t over seeds", f"no rows for {arm} vs {reference}")
-    est = float(d.mean())
-    if n < 2:
-        return Evidence(est, math.nan, math.nan, math.nan, n, "paired t over seeds")
-    se = float(d.std(ddof=1)) / math.sqrt(n)
-    q = float(sps.t.ppf(0.975, n - 1))
-    if se > 0:
-        p = float(sps.ttest_1samp(d.to_numpy(), 0.0).pvalue)
-    else:  # every seed gave the same difference: certain if nonzero, none if zero
-        p = 0.0 if est != 0 else 1.0
-    return Evidence(est, est - q * se, est + q * se, p, n, "paired t over seeds")
-
-
-def paired_equivalence(results: pd.DataFrame, arm: str, reference: str, metric: str, margin: float, label: str = "macro",
-                       **where) -> Evidence:
-    """TOST of ``arm − reference`` within ±``margin``, paired by seed (statsmodels ``ttost_paired``);
-    the CI is the 90 % t-interval that TOST at α = 0.05 inspects."""
-    from scipy import stats as sps
-    from statsmodels.stats.weightstats import ttost_paired
-
-    a, b = seed_values(results, arm, metric, label, **where), seed_values(results, reference, metric, label, **where)
-    both = pd.concat([a, b], axis=1, keys=["a", "b"]).dropna()
-    n = len(both)
-    if n < 2:
-        est = float((both.a - both.b).mean()) if n else math.nan
-        return Evidence(est, math.nan, math.nan, math.nan, n, "TOST paired over seeds")
-    d = both.a - both.b
-    est, se = float(d.mean()), float(d.std(ddof=1)) / math.sqrt(n)
-    q = float(sps.t.ppf(0.95, n - 1))
-    p = float(ttost_paired(both.a.to_numpy(), both.b.to_numpy(), -margin, margin)[0]) if se > 0 else float(abs(est) >= margin)
-    return Evidence(est, est - q * se, est + q * se, p, n, "TOST paired over seeds (90 % CI)")
 
 
 # --- the register -------------------------------------------------------------------------------------
@@ -311,30 +244,44 @@ def _ev_fewshot(t):
     return paired_contrast(res, arms[-1], "real", "auroc", test_set="internal", **({"arch": arch} if arch else {}))
 
 
-def _ev_supplement(kind: str):
+def _ch5_arms(t, kind: str, percent: int, source_kind: str) -> list[str]:
+    a = t["arms"]
+    return list(a[(a["kind"] == kind) & (a["percent"] == percent) & (a["source_kind"] == source_kind)]["arm"])
+
+
+def _ev_supplement(kind: str, source_kind: str = "R-only"):
+    """Chapter 5's claims from its ``arms`` and ``results`` tables. Each contrast averages, per seed,
+    over the independently trained generators of ``source_kind`` (R-only: Khosravi's setting)."""
     def ev(t):
-        if "results" not in t:
+        if "results" not in t or "arms" not in t:
             return "chapter 5 has not run"
-        res, cfg = t["results"], t["config"]
-        if kind == "gain":
-            p = _largest(cfg, "supplement_percents")
-            return "no supplementation arm" if not p else paired_contrast(res, f"real+synthetic {p}%", "real", "auroc",
-                                                                           test_set="internal")
-        if kind == "duplicates":
-            common = sorted(set(cfg.get("supplement_percents") or []) & set(cfg.get("duplicate_percents") or []))
-            if not common:
-                return "no synthetic and duplicate arm of the same size"
-            return paired_contrast(res, f"real+synthetic {common[-1]}%", f"real+duplicates {common[-1]}%", "auroc",
-                                   test_set="internal")
-        grid = [p for p in (cfg.get("synthetic_only_percents") or []) if 200 <= p <= 300]
-        if not grid:
+        res, arms = t["results"], t["arms"]
+        syn = arms[(arms["kind"] == "real+synthetic") & (arms["source_kind"] == source_kind)]
+        if kind in ("gain", "duplicates"):
+            percents = set(syn["percent"])
+            if kind == "duplicates":
+                percents &= set(arms.loc[arms["kind"] == "real+duplicates", "percent"])
+            if not percents:
+                return (f"no {source_kind} supplementation arm" if kind == "gain" else
+                        f"no {source_kind} synthetic and duplicate arm of the same size")
+            p = max(percents)
+            mean, name = with_mean_arm(res, _ch5_arms(t, "real+synthetic", p, source_kind), f"real+synthetic {p}% (mean)")
+            ref = "real" if kind == "gain" else arms.loc[(arms["kind"] == "real+duplicates") & (arms["percent"] == p), "arm"].iloc[0]
+            return paired_contrast(mean, name, ref, "auroc", test_set="internal")
+        only = arms[(arms["kind"] == "synthetic") & (arms["source_kind"] == source_kind) & arms["percent"].between(200, 300)]
+        if only.empty:
             return "no synthetic-only arm at 200-300 % at this profile"
-        return paired_equivalence(res, f"synthetic {grid[-1]}%", "real", "auroc", margin=0.02, test_set="internal")
+        p = int(only["percent"].max())
+        mean, name = with_mean_arm(res, _ch5_arms(t, "synthetic", p, source_kind), f"synthetic {p}% (mean)")
+        return paired_equivalence(mean, name, "real", "auroc", margin=0.02, test_set="internal")
     return ev
 
 
-def _not_built(reason: str):
-    return lambda t: reason
+def _ev_mixing(t):
+    if "mixing" not in t or "mixing_arms" not in t:
+        return "no mixing-sources arm in this run (mixing_site is '')" if "results" in t else "chapter 5 has not run"
+    names = t["mixing_arms"].set_index("kind")["arm"]
+    return paired_contrast(t["mixing"], names["site real+synthetic"], names["site real"], "auroc", test_set="internal")
 
 
 CLAIMS: tuple[Claim, ...] = (
@@ -383,23 +330,33 @@ CLAIMS: tuple[Claim, ...] = (
           evidence=_ev_minority_youden),
     Claim("khosravi-supplement-gain", "Khosravi 2024", "Supplementing R with synthetic images raises AUROC",
           "up to +0.02 at 1000 %", "05_supplementation", "auroc_vs_percent",
-          Rule("directional", "macro AUROC, R + synthetic at the largest percent − R, internal test, paired over seeds", +1,
+          Rule("directional", "macro AUROC, R + synthetic at the largest percent − R, internal test, per seed the mean over "
+               "the independently trained R-only generators, paired over seeds", +1,
                family="chapter 5"),
           evidence=_ev_supplement("gain")),
     Claim("khosravi-synthetic-vs-duplicates", "Khosravi 2024 (control added here)", "The gain comes from the generator, "
-          "not from a larger (longer) training set", "not tested in the paper", "05_supplementation", "auroc_vs_percent",
-          Rule("directional", "macro AUROC, R + synthetic p % − R + duplicates p % (same count), paired over seeds", +1,
+          "not from a larger (longer) training set", "not tested in the paper", "05_supplementation", "gain_vs_duplicates",
+          Rule("directional", "macro AUROC, R + synthetic p % − R + duplicates p % (same count; largest p with both), "
+               "internal test, per seed the mean over the R-only generators, paired over seeds", +1,
                family="chapter 5"),
           evidence=_ev_supplement("duplicates")),
     Claim("khosravi-synthetic-only", "Khosravi 2024", "Synthetic images alone match real ones at 200-300 %",
           "≈ real at 200-300 %", "05_supplementation", "auroc_vs_percent",
-          Rule("equivalence", "macro AUROC, synthetic only (200-300 %) − R, paired over seeds", margin=0.02,
+          Rule("equivalence", "macro AUROC, synthetic only (200-300 %) − R, internal test, per seed the mean over the "
+               "R-only generators, paired over seeds", margin=0.02,
                family="chapter 5"),
           evidence=_ev_supplement("synthetic-only")),
+    Claim("pool-synthetic-vs-duplicates", "Huijben 2024 × Khosravi 2024 (combined here)", "A generator pretrained on the "
+          "unlabeled pool adds what duplicates of R do not", "not tested in either paper", "05_supplementation",
+          "gain_vs_duplicates",
+          Rule("directional", "macro AUROC, R + pool-pretrained synthetic p % − R + duplicates p % (largest p with both), "
+               "internal test, paired over seeds", +1, family="chapter 5"),
+          evidence=_ev_supplement("duplicates", "pool-pretrained")),
     Claim("khosravi-mixing-sources", "Khosravi 2024", "Real data of one source plus synthetic data conditioned on another "
-          "source lifts the external test", "0.76 → 0.80", "05_supplementation", "",
-          Rule("directional", "external macro AUROC, mixed sources − single source", +1, family="chapter 5"),
-          evidence=_not_built("no mixing-sources arm is built yet")),
+          "source lifts the test on that other source", "0.76 → 0.80", "05_supplementation", "mixing",
+          Rule("directional", "macro AUROC on the internal test set, (external site's real images + internal synthetic) − "
+               "the site's real images alone, paired over seeds", +1, family="chapter 5"),
+          evidence=_ev_mixing),
 )
 
 

@@ -50,20 +50,72 @@ def test_build_arms_sizes_prefixes_and_controls():
     r = real_set(10)
     syn = real_set(15, seed=1)
     syn.images = syn.images + 1  # tell synthetic from real
-    arms, table = S.build_arms(cfg, r, syn)
-    assert list(arms) == ["real", "real+synthetic 50%", "real+synthetic 150%", "synthetic 150%", "real+duplicates 150%"]
-    assert table.set_index("arm")["n_train"].to_dict() == {"real": 10, "real+synthetic 50%": 15, "real+synthetic 150%": 25,
-                                                          "synthetic 150%": 15, "real+duplicates 150%": 25}
-    # the 50 % arm's synthetic images are the first 5 of the 150 % arm's (one stream, prefixes)
-    half = arms["real+synthetic 50%"][1].to_tensors()[0]
-    full = arms["real+synthetic 150%"][1].to_tensors()[0]
-    assert torch.equal(half, full[:5]) and torch.equal(arms["synthetic 150%"][0].to_tensors()[0], full)
+    pool = real_set(15, seed=2)
+    pool.images = pool.images + 2
+    arms, table = S.build_arms(cfg, r, {"R-only 1": syn, "pool-pretrained": pool})
+    assert list(arms) == ["real", "real+synthetic 50% [R-only 1]", "real+synthetic 150% [R-only 1]", "synthetic 150% [R-only 1]",
+                          "real+synthetic 50% [pool-pretrained]", "real+synthetic 150% [pool-pretrained]",
+                          "synthetic 150% [pool-pretrained]", "real+duplicates 150%"]
+    t = table.set_index("arm")
+    assert t["n_train"].to_dict() == {"real": 10, "real+synthetic 50% [R-only 1]": 15, "real+synthetic 150% [R-only 1]": 25,
+                                      "synthetic 150% [R-only 1]": 15, "real+synthetic 50% [pool-pretrained]": 15,
+                                      "real+synthetic 150% [pool-pretrained]": 25, "synthetic 150% [pool-pretrained]": 15,
+                                      "real+duplicates 150%": 25}
+    assert t.loc["real+synthetic 50% [pool-pretrained]", "source_kind"] == "pool-pretrained"
+    assert t.loc["synthetic 150% [R-only 1]", "source_kind"] == "R-only" and t.loc["real+duplicates 150%", "source"] == ""
+    # the 50 % arm's synthetic images are the first 5 of the 150 % arm's (one stream, prefixes), per source
+    half = arms["real+synthetic 50% [R-only 1]"][1].to_tensors()[0]
+    full = arms["real+synthetic 150% [R-only 1]"][1].to_tensors()[0]
+    assert torch.equal(half, full[:5]) and torch.equal(arms["synthetic 150% [R-only 1]"][0].to_tensors()[0], full)
+    assert torch.equal(arms["real+synthetic 150% [pool-pretrained]"][1].to_tensors()[0], pool.to_tensors()[0])
     # the duplicate control adds real images only, count-matched to real+synthetic 150%
     dup = arms["real+duplicates 150%"][1].to_tensors()[0][:, 0, 0, 0] % 20
     assert len(arms["real+duplicates 150%"][1]) == 15 and (dup == 0).all()
     assert S.synthetic_needed(cfg, 10) == 15
-    with pytest.raises(ValueError, match="needs 15"):
-        S.build_arms(cfg, r, syn.subset(np.arange(14)))
+    with pytest.raises(ValueError, match="'pool-pretrained' has 14 synthetic images, but the grid needs 15"):
+        S.build_arms(cfg, r, {"R-only 1": syn, "pool-pretrained": pool.subset(np.arange(14))})
+
+
+def test_sources_and_new_config_checks():
+    cpu = S.Config.from_params(profile="cpu")
+    assert S.source_names(cpu) == ["R-only 1", "R-only 2", "pool-pretrained"] and cpu.n_seeds >= 5
+    assert max(cpu.supplement_percents) == 1000 and set(cpu.duplicate_percents) == set(cpu.supplement_percents) - {0}
+    assert S.source_names(S.Config.from_params(profile="smoke", n_generators=0, mixing_site="")) == ["pool-pretrained"]
+    with pytest.raises(ConfigError, match="no synthetic source"):
+        S.Config.from_params(profile="smoke", n_generators=0, pool_pretrained=False)
+    with pytest.raises(ConfigError, match="'mixing_site': 'chexpert' is not one of the external sites"):
+        S.Config.from_params(profile="smoke", mixing_site="chexpert")
+    with pytest.raises(ConfigError, match="mixing_site"):
+        S.Config.from_params(profile="smoke", external_sites=("padchest",))  # default mixing site nih not among them
+    with pytest.raises(ConfigError, match="mixing_site"):
+        S.Config.from_params(profile="smoke", n_generators=0)
+    assert S.Config.from_params(profile="smoke", n_generators=0, mixing_site="").mixing_site == ""
+    # the mixing arm takes its synthetic images from the first R-only source's stream
+    cfg = S.Config.from_params(profile="smoke", supplement_percents=(0, 50), synthetic_only_percents=(), duplicate_percents=(),
+                               mixing_percent=300)
+    assert S.synthetic_needed(cfg, 10, source="R-only 1") == 30 and S.synthetic_needed(cfg, 10, source="pool-pretrained") == 5
+
+
+def test_mixing_arms_and_summary():
+    cfg = S.Config.from_params(profile="smoke", mixing_percent=50)
+    site = real_set(8, seed=3)
+    syn = real_set(10, seed=1)
+    syn.images = syn.images + 1
+    arms, table = S.mixing_arms(cfg, site, syn)
+    assert list(arms) == ["nih real", "nih real + internal synthetic 50%", "nih real + duplicates 50%"]
+    assert table.set_index("kind")["n_train"].to_dict() == {"site real": 8, "site real+synthetic": 12, "site real+duplicates": 12}
+    assert torch.equal(arms["nih real + internal synthetic 50%"][1].to_tensors()[0], syn.to_tensors()[0][:4])
+    with pytest.raises(ValueError, match="needs 4"):
+        S.mixing_arms(cfg, site, syn.subset(np.arange(3)))
+    rows = []
+    for seed in range(4):
+        for arm, auc in (("nih real", 0.70), ("nih real + internal synthetic 50%", 0.74 + 0.002 * seed),
+                         ("nih real + duplicates 50%", 0.71)):
+            rows.append(dict(test_set="internal", arm=arm, metric="auroc", label="macro", seed=seed, estimate=auc + 0.01 * seed))
+    summary = S.mixing_summary(pd.DataFrame(rows), table)
+    mixed = summary.set_index("arm").loc["nih real + internal synthetic 50%"]
+    assert mixed.vs_real == pytest.approx(0.043) and mixed.vs_real_p < 0.001 and mixed.vs_duplicates == pytest.approx(0.033)
+    assert len(S.plot_mixing(summary).axes) == 1
 
 
 def test_natural_stream_is_chunked_and_prefix_stable(tmp_path, cache_dir):
@@ -99,37 +151,48 @@ def test_natural_stream_is_chunked_and_prefix_stable(tmp_path, cache_dir):
 
 
 def fake_results():
-    """A results table shaped like run's (2 seeds and their pooled rows) for two test sets."""
-    arms = {"real": (0, 0.70), "real+synthetic 100%": (100, 0.72), "real+synthetic 200%": (200, 0.73),
-            "synthetic 100%": (100, 0.60), "synthetic 200%": (200, 0.69), "real+duplicates 200%": (200, 0.705)}
+    """A results table shaped like run's (3 seeds and a pooled row) for two test sets and two R-only
+    generators; seed k of an arm is its base AUROC + 0.01 k (+ a generator-specific offset)."""
+    base = {"real": (0, "", 0.70), "real+synthetic 100% [R-only 1]": (100, "R-only 1", 0.72),
+            "real+synthetic 200% [R-only 1]": (200, "R-only 1", 0.73), "real+synthetic 100% [R-only 2]": (100, "R-only 2", 0.70),
+            "real+synthetic 200% [R-only 2]": (200, "R-only 2", 0.75), "synthetic 200% [R-only 1]": (200, "R-only 1", 0.69),
+            "real+duplicates 100%": (100, "", 0.705), "real+duplicates 200%": (200, "", 0.705)}
     rows = []
     for t, shift in (("internal", 0.0), ("nih", -0.05)):
-        for a, (p, auc) in arms.items():
-            for seed, d, p_adj in ((0, -0.01, 0.03), (1, 0.01, 0.001), ("pooled", 0.0, 0.5)):
+        for a, (p, src, auc) in base.items():
+            for seed in (0, 1, 2, "pooled"):
+                d = 0.0 if seed == "pooled" else 0.01 * seed + (0.001 * seed if "R-only 2" in a else 0.0)
                 rows.append(dict(test_set=t, arm=a, label="macro", metric="auroc", seed=seed, estimate=auc + shift + d,
                                  ci_low=auc + shift + d - 0.02, ci_high=auc + shift + d + 0.02,
-                                 p_value=np.nan if a == "real" else p_adj, p_adj=np.nan if a == "real" else p_adj,
-                                 n_seeds=2 if seed == "pooled" else 1, ci_method="t", test="bootstrap"))
-    table = pd.DataFrame([dict(arm=a, kind=a.split(" ")[0] if a != "real" else "real", percent=p, n_train=0)
-                          for a, (p, _) in arms.items()])
+                                 p_value=np.nan if a == "real" else 0.03, p_adj=np.nan if a == "real" else 0.03,
+                                 n_seeds=3 if seed == "pooled" else 1, ci_method="t", test="bootstrap"))
+    table = pd.DataFrame([dict(arm=a, kind=a.split(" ")[0], source=src, source_kind="R-only" if src else "", percent=p,
+                               n_train=0) for a, (p, src, _) in base.items()])
     return pd.DataFrame(rows), table
 
 
-def test_auroc_curve_and_verdict():
+def test_auroc_curve_starts_every_line_at_real():
     res, table = fake_results()
     curve = S.auroc_curve(res, table)
-    # every kind's curve starts at the real arm (0 %)
-    for k in ("real+synthetic", "synthetic", "real+duplicates"):
-        start = curve[(curve.test_set == "internal") & (curve.kind == k)].sort_values("percent").iloc[0]
-        assert start.percent == 0 and start.estimate == pytest.approx(0.70)
-    v = S.verdict(curve, "nih")
-    # mean over the two seeds, the worst seed's p-value (not the pooled row's)
-    assert v["real"] == pytest.approx(0.65) and v["largest"]["gain"] == pytest.approx(0.03)
-    assert v["largest"]["p_adj_seeds"] == pytest.approx(0.03) and v["real_ci"] == pytest.approx((0.62, 0.68))
-    assert v["best"]["arm"] == "real+synthetic 200%" and v["n_better"] == 2
-    assert v["synthetic_matches_real_at"] == 200  # 0.64 + 0.02 >= 0.65 only at 200 %
-    assert v["duplicates_largest"]["gain"] == pytest.approx(0.005)
+    for k, src in (("real+synthetic", "R-only 1"), ("real+synthetic", "R-only 2"), ("synthetic", "R-only 1"),
+                   ("real+duplicates", "")):
+        line = curve[(curve.test_set == "internal") & (curve.kind == k) & (curve.source == src)].sort_values("percent")
+        assert line.iloc[0].percent == 0 and line.iloc[0].estimate == pytest.approx(0.71)  # mean of 0.70, 0.71, 0.72
+    nih = curve[(curve.test_set == "nih") & (curve.arm == "real+synthetic 200% [R-only 2]")].iloc[0]
+    assert nih.estimate == pytest.approx(0.75 - 0.05 + 0.011) and nih.p_adj_seeds == pytest.approx(0.03)
     fig = S.plot_auroc_vs_percent(curve)
     assert len(fig.axes) == 2
-    text = S.reproduction_text([v])
-    assert "+0.030" in text and "**reproduces**" in text and "from 200 %" in text
+
+
+def test_contrasts_pair_by_seed_and_average_generators():
+    res, table = fake_results()
+    c = S.contrasts(res, table, "internal").set_index(["source", "percent", "vs"])
+    # R-only 1 at 200 %: 0.73 - 0.705 in every seed
+    one = c.loc[("R-only 1", 200, "duplicates")]
+    assert one.estimate == pytest.approx(0.025) and one.n_seeds == 3 and one.p == 0.0 and one.n_generators == 1
+    # the mean over the two R-only generators, per seed: (0.73 + 0.01k + 0.75 + 0.011k) / 2 - (0.705 + 0.01k)
+    mean = c.loc[(S.MEAN_R_ONLY, 200, "duplicates")]
+    assert mean.estimate == pytest.approx(0.035 + 0.0005) and mean.n_generators == 2
+    assert mean.ci_low < mean.estimate < mean.ci_high and mean.p < 0.01
+    assert c.loc[(S.MEAN_R_ONLY, 100, "real")].estimate == pytest.approx(0.01 + 0.0005)
+    assert len(S.plot_contrasts(c.reset_index()).axes) == 1

@@ -25,7 +25,8 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "05_supplementati
 TINY = dict(image_size=32, n_pool=200, n_val=60, n_test=60, n_external=60, gen_channels=[8, 16], gen_layers=1,
             gen_steps=10, gen_checkpoints=[], gen_batch_size=16, gen_cond_hidden=32, gen_mixed_precision="no",
             sampler_steps=2, clf_arch="small_cnn", clf_steps=4, clf_eval_every=2, clf_batch_size=32, n_seeds=2,
-            n_boot=20, supplement_percents=[0, 100], synthetic_only_percents=[], duplicate_percents=[])
+            n_boot=20, supplement_percents=[0, 100], synthetic_only_percents=[], duplicate_percents=[], n_generators=1,
+            pool_pretrained=False)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_paper_chapter_runs_on_chexpert_with_the_external_nih_set(paper_run, pap
     assert set(res["test_set"]) == {"internal", "nih"}  # the external set was not silently dropped
     for test_set in ("internal", "nih"):
         auroc = res[(res.test_set == test_set) & (res.metric == "auroc") & (res.label == "macro")]
-        assert set(auroc["arm"]) == {"real", "real+synthetic 100%"} and auroc["estimate"].notna().all(), test_set
+        assert set(auroc["arm"]) == {"real", "real+synthetic 100% [R-only 1]"} and auroc["estimate"].notna().all(), test_set
     nih = res[(res.test_set == "nih") & (res.metric == "auroc") & (res.seed.astype(str) != "pooled")]
     assert (nih["n"] == 60).all()  # n_external images of NIH's test split
     assert (res["optimizer_steps"].dropna() == TINY["clf_steps"]).all()
@@ -78,6 +79,7 @@ def test_paper_chapter_runs_on_chexpert_with_the_external_nih_set(paper_run, pap
     assert note and "`chexpert`" in note.group(0) and "nih (" in note.group(0), note
     assert "phantom" not in text.lower()  # no output of a paper run speaks of the simulation
     assert "external: nih" in text  # the data table lists the external set
+    assert "No mixing-sources arms in this run" in text  # mixing_site is '' at paper unless a second dataset is given
     # the chapter's own verdicts read its config while it runs (config.json is in the staging folder)
     assert "n = 0: no supplementation arm" not in text and re.search(r"raises AUROC\*\*.*n = 2", text)
 

@@ -100,28 +100,76 @@ def test_register_and_scorecard_on_missing_chapters(tmp_path):
     assert "Verdict rules, fixed before the results" in V.rules_markdown("05_supplementation")
 
 
-def test_chapter_evidence_from_a_run_folder(tmp_path):
-    """Chapter 5's three claims from the tables a run saves (results.csv and config.json)."""
-    import json
+def _ch5_arms(sources=("R-only 1", "R-only 2", "pool-pretrained")):
+    rows = [dict(arm="real", kind="real", source="", source_kind="", percent=0),
+            dict(arm="real+duplicates 100%", kind="real+duplicates", source="", source_kind="", percent=100)]
+    for src in sources:
+        kind = "pool-pretrained" if src == "pool-pretrained" else "R-only"
+        rows += [dict(arm=f"real+synthetic 100% [{src}]", kind="real+synthetic", source=src, source_kind=kind, percent=100),
+                 dict(arm=f"synthetic 200% [{src}]", kind="synthetic", source=src, source_kind=kind, percent=200)]
+    return pd.DataFrame(rows)
 
-    res = pd.concat([_results([0.02, 0.03, 0.025]),
-                     _results([0.0, 0.001, -0.001], arm="real+duplicates 100%").query("arm != 'real'"),
-                     _results([-0.1, -0.12, -0.11], arm="synthetic 200%").query("arm != 'real'")])
+
+def _ch5_results(gains, dup=(0.0, 0.001, -0.001, 0.0005, -0.0005), syn_only=(-0.1, -0.12, -0.11, -0.1, -0.1)):
+    """Chapter 5's results table: ``gains[source]`` = per-seed AUROC of real+synthetic 100 % − real."""
+    parts = [_results(dup, arm="real+duplicates 100%")]
+    for src, g in gains.items():
+        parts.append(_results(g, arm=f"real+synthetic 100% [{src}]").query("arm != 'real'"))
+        parts.append(_results(syn_only, arm=f"synthetic 200% [{src}]").query("arm != 'real'"))
+    return pd.concat(parts)
+
+
+def test_chapter_evidence_from_a_run_folder(tmp_path):
+    """Chapter 5's claims from the tables a run saves (arms.csv, results.csv, the mixing tables): the
+    R-only contrasts average, per seed, over the R-only generators; the pool-pretrained one is its own."""
+    res = _ch5_results({"R-only 1": [0.02, 0.03, 0.025, 0.02, 0.03], "R-only 2": [0.0, 0.01, 0.005, 0.0, 0.01],
+                        "pool-pretrained": [-0.02, -0.03, -0.025, -0.02, -0.03]})
     res.to_csv(tmp_path / "results.csv", index=False)
-    (tmp_path / "config.json").write_text(json.dumps({"supplement_percents": [100], "duplicate_percents": [100],
-                                                      "synthetic_only_percents": [200]}))
+    _ch5_arms().to_csv(tmp_path / "arms.csv", index=False)
+    (tmp_path / "config.json").write_text("{}")
     card = V.chapter_verdicts("05_supplementation", tmp_path).set_index("claim_id")
-    assert card.loc["khosravi-supplement-gain", "estimate"] == pytest.approx(0.025)
-    assert card.loc["khosravi-synthetic-vs-duplicates", "estimate"] == pytest.approx(0.025)
+    assert card.loc["khosravi-supplement-gain", "estimate"] == pytest.approx(0.015)  # mean of 0.025 and 0.005
+    assert card.loc["khosravi-supplement-gain", "verdict"] == "reproduces" and card.loc["khosravi-supplement-gain", "n"] == 5
+    assert card.loc["khosravi-synthetic-vs-duplicates", "estimate"] == pytest.approx(0.015)
     assert card.loc["khosravi-synthetic-only", "verdict"] == "does not reproduce"
-    assert np.isfinite(card.loc["khosravi-supplement-gain", "p_adj"])
+    assert card.loc["pool-synthetic-vs-duplicates", "verdict"] == "does not reproduce"  # the pool source alone, below
+    assert card.loc["pool-synthetic-vs-duplicates", "estimate"] == pytest.approx(-0.025)
+    assert card.loc["khosravi-mixing-sources", "verdict"] == "inconclusive"
+    assert "mixing" in card.loc["khosravi-mixing-sources", "reason"]
+    # the mixing arms: each outcome of the rule
+    mix_arms = pd.DataFrame({"kind": ["site real", "site real+synthetic", "site real+duplicates"],
+                             "arm": ["nih real", "nih real + internal synthetic 100%", "nih real + duplicates 100%"]})
+    mix_arms.to_csv(tmp_path / "mixing_arms.csv", index=False)
+    for diffs, verdict in (([0.04, 0.05, 0.045, 0.04, 0.05], "reproduces"), ([-0.04, -0.05, -0.045, -0.04, -0.05], "does not reproduce"),
+                           ([0.05, -0.04, 0.01, -0.02, 0.0], "inconclusive")):
+        _results(diffs, arm="nih real + internal synthetic 100%", ref="nih real").to_csv(tmp_path / "mixing.csv", index=False)
+        card = V.chapter_verdicts("05_supplementation", tmp_path).set_index("claim_id")
+        assert card.loc["khosravi-mixing-sources", "verdict"] == verdict, diffs
+
+
+def test_mean_arm_needs_every_generator_in_a_seed():
+    res = pd.concat([_results([0.02, 0.04], arm="a"), _results([0.0], arm="b").query("arm != 'real'")])
+    mean, name = V.with_mean_arm(res, ["a", "b"], "mean")
+    got = mean[mean.arm == "mean"]
+    assert got["seed"].tolist() == [0] and got["estimate"].iloc[0] == pytest.approx(0.71)  # seed 1 lacks b
+    with pytest.raises(ValueError, match="no arms"):
+        V.with_mean_arm(res, [], "mean")
+
+
+def test_ch5_claims_without_their_arms_are_inconclusive():
+    res = _ch5_results({"R-only 1": [0.02, 0.03, 0.025]})
+    card = V.evaluate(V.claims_of("05_supplementation"), {"05_supplementation": {
+        "results": res, "arms": _ch5_arms(("R-only 1",)), "config": {}}}).set_index("claim_id")
+    assert card.loc["pool-synthetic-vs-duplicates", "verdict"] == "inconclusive"
+    assert "no pool-pretrained synthetic and duplicate arm" in card.loc["pool-synthetic-vs-duplicates", "reason"]
+    assert card.loc["khosravi-supplement-gain", "verdict"] == "reproduces"
 
 
 def test_a_table_without_what_a_rule_reads_is_inconclusive_not_a_crash():
     """The book's scorecard must not die on one chapter's unexpected table (e.g. a run at another
     profile without the column a rule reads): that claim is inconclusive and says why."""
-    broken = {"results": pd.DataFrame({"arm": ["real"]})}  # no metric/label/seed columns
-    card = V.evaluate(V.claims_of("05_supplementation"), {"05_supplementation": {**broken, "config": {
-        "supplement_percents": [100], "duplicate_percents": [100], "synthetic_only_percents": [200]}}})
+    broken = {"results": pd.DataFrame({"arm": ["real"]}), "arms": pd.DataFrame({"arm": ["real"]}),
+              "mixing": pd.DataFrame({"arm": ["x"]}), "mixing_arms": pd.DataFrame({"arm": ["x"]})}
+    card = V.evaluate(V.claims_of("05_supplementation"), {"05_supplementation": {**broken, "config": {}}})
     assert set(card["verdict"]) == {"inconclusive"}
-    assert card["reason"].str.contains("could not be read").sum() == 3
+    assert card["reason"].str.contains("could not be read").sum() == len(card) == 5

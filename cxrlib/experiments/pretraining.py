@@ -188,8 +188,9 @@ def pretrained(cfg: Config, sets: common.RealSets, progress: bool = True, cached
 
 
 def finetune_options(cfg: Config) -> dict:
-    """The overrides of the fine-tuning runs: learning rate and a short warm-up."""
-    return dict(lr=float(cfg.ft_lr if cfg.ft_lr is not None else cfg.gen_lr), warmup_steps=max(1, min(100, cfg.ft_steps // 10)))
+    """The overrides of the fine-tuning runs: learning rate and a short warm-up
+    (:func:`cxrlib.experiments.synthetic.finetune_options`, shared with chapter 5's pool-pretrained source)."""
+    return synthetic.finetune_options(cfg, cfg.ft_steps, cfg.ft_lr)
 
 
 def finetuned(cfg: Config, train: CXRDataset, pretrained_dir: Path, progress: bool = True,

@@ -7,15 +7,28 @@ the real set at 100 % ... 1000 % of its size, and report AUROC gains of up to +0
 internal and external test sets; classifiers trained on synthetic images only match the real one
 when the synthetic set is 200-300 % of the real one. Arms (``n`` = ``|R|``):
 
-================================ ==================================================================
-``real``                         R alone (the reference of every p-value; "0 %")
-``real+synthetic p%``            R + the first ``p·n/100`` natural-prevalence synthetic images
-``synthetic p%``                 those synthetic images alone (sizes matched to the arms above)
-``real+duplicates p%``           R + ``p·n/100`` copies of R's images (R repeated, then a prefix):
-                                 the same number of training images as ``real+synthetic p%``, with no
-                                 new content (augmentation still applies): ``real+synthetic p%`` −
-                                 ``real+duplicates p%`` is the test of what the generator adds
-================================ ==================================================================
+======================================== ==========================================================
+``real``                                 R alone (the reference of every p-value; "0 %")
+``real+synthetic p% [source]``           R + the first ``p·n/100`` natural-prevalence synthetic images
+                                         of a generator source
+``synthetic p% [source]``                those synthetic images alone (sizes matched to the arms above)
+``real+duplicates p%``                   R + ``p·n/100`` copies of R's images (R repeated, then a
+                                         prefix): as many training images as ``real+synthetic p%``,
+                                         with no new content: ``real+synthetic p%`` − ``real+duplicates
+                                         p%`` is the test of what the generator adds
+======================================== ==========================================================
+
+**Generator sources** (:func:`generators`): ``R-only 1 .. n_generators``, the study's conditional
+DDPM trained on R with generator seeds ``seed, seed + 1, ...`` (the first is the main generator of
+chapter 2) — independently trained replicates, so the primary contrasts average, per classifier
+seed, over generators; and ``pool-pretrained``, the unconditional DDPM pretrained on the whole
+unlabeled pool and fine-tuned on R for ``ft_steps`` (Huijben's recipe; chapter 4's generator of the
+same labeled set), which carries information beyond R.
+
+**Mixing sources** (:func:`mixing_arms`): the real training images of the external site
+``mixing_site`` (|R| images outside its test patients, :func:`site_train_set`)
+alone, + ``mixing_percent`` % synthetic images of ``R-only 1`` (conditioned on R: the other
+source's statistics), and + as many duplicates of its own images; tested on the internal set.
 
 Every classifier trains for the same optimizer-step budget ``clf_steps`` whatever its set size, and
 keeps the weights of its best validation macro-AUROC (the fair protocol of
@@ -26,31 +39,35 @@ over its own set instead (Khosravi's setting: a larger set is also a longer run)
 **The synthetic stream.** Synthetic images come in chunks of ``ceil(|R| / 4)`` images
 (:data:`CHUNKS_PER_R`: 25 % of R); chunk ``k`` draws its conditions from R (:func:`cxrlib.generators.conditions.prevalence_conditions`, rows of R with replacement, so
 label prevalence, co-occurrence and demographics are R's) with the seed
-``derive_seed(seed, "natural", k)`` and is one cached synthetic set (:func:`cxrlib.experiments.synthetic.natural_synthetic`).
+``derive_seed(seed, "natural", k)`` and is one cached synthetic set (:func:`cxrlib.experiments.synthetic.natural_synthetic`); every source uses the same conditions and seeds.
 The first ``m`` images of the stream are therefore the same whatever the largest percentage asked
 for: a 200 % arm uses a prefix of the 1000 % images, a larger grid only samples the new chunks, and
 chapter 3's natural-prevalence synthetic set is the start of the same stream (same cache entries).
 
 **Statistics** (:mod:`cxrlib.stats`): per seed and test set, AUROC per label with a paired DeLong test
 against ``real``, macro AUROC with a patient-level paired bootstrap, Holm-adjusted across arms and
-labels; over seeds, the mean with its t-interval and a paired t-test (``seed = "pooled"`` rows).
+labels (descriptive, per seed); the inference of the verdicts and of :func:`contrasts` is across
+training seeds: the paired t-test over seeds of the per-seed differences (:mod:`cxrlib.verdicts`).
 AUROC needs no threshold: the study field ``threshold_policy`` is not used here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Sequence
+from typing import ClassVar, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..config import ConfigError
 from ..data.base import CXRDataset
-from .common import RealSets, StudyConfig, all_test_sets, evaluate_arms, merge_profiles, seed_average
+from .common import RealSets, StudyConfig, all_test_sets, evaluate_arms, external_sites, merge_profiles, seed_average
+from .supplementation_figures import (KIND_ORDER, KIND_STYLE, MEAN_R_ONLY, _kind_key, plot_auroc_vs_percent,  # noqa: F401
+                                      plot_contrasts, plot_delta_heatmap, plot_mixing)
 from .synthetic import duplicates, n_images
 
 FULL_GRID = (0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000)
+R_ONLY, POOL = "R-only", "pool-pretrained"  # the two kinds of generator source
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,14 +77,25 @@ class Config(StudyConfig):
     synthetic_only_percents: tuple[int, ...] = FULL_GRID[1:]  # synthetic-only arms, sizes in % of |R|
     duplicate_percents: tuple[int, ...] = FULL_GRID[1:]  # count-matched control: copies of R added, in % of |R|
     evaluate_external: bool = True  # also test on the external sites (external_sites)
+    # generator sources: n_generators independently trained R-only DDPMs (generator seeds seed, seed+1, ...;
+    # the first is the shared main generator), and the pool-pretrained DDPM fine-tuned on R (Huijben's recipe)
+    n_generators: int = 2
+    pool_pretrained: bool = True
+    ft_steps: int = 600  # conditional fine-tuning steps of the pool-pretrained source (labels carried from ~600)
+    ft_lr: float | None = None  # its learning rate; None = gen_lr
+    # mixing sources (Khosravi): real images of this external site (an entry of external_sites; no
+    # such arms: ""), alone, + synthetic images of the first R-only generator, + duplicates, tested everywhere
+    mixing_site: str = "nih"
+    mixing_percent: int = 100  # synthetic (or duplicated) images added to the site's real set, in % of it
 
     PROFILES: ClassVar = merge_profiles({
-        "smoke": dict(supplement_percents=(0, 100, 200), synthetic_only_percents=(200,), duplicate_percents=(200,)),
-        # cpu: the budget allows 0-200 % (the paper profile has the full grid); n_seeds and clf_epochs as
-        # chapter 3's cpu profile, so the real classifiers are shared
-        "cpu": dict(supplement_percents=(0, 100, 200), synthetic_only_percents=(100, 200),
-                    duplicate_percents=(200,), n_seeds=2, clf_epochs=6),
-        "paper": dict(),
+        "smoke": dict(supplement_percents=(0, 100, 200), synthetic_only_percents=(200,), duplicate_percents=(200,),
+                      n_generators=1, ft_steps=10),
+        # cpu: Khosravi's headline point (1000 %) and the 100 / 300 % steps below it, every size with its
+        # duplicates control; synthetic-only at 300 % (the paper's "comparable at 200-300 %"); five seeds
+        "cpu": dict(supplement_percents=(0, 100, 300, 1000), synthetic_only_percents=(300,),
+                    duplicate_percents=(100, 300, 1000), n_seeds=5),
+        "paper": dict(ft_steps=50_000, mixing_site=""),
     })
 
     def validate(self) -> None:
@@ -79,60 +107,121 @@ class Config(StudyConfig):
         if any(p == 0 for p in (*self.synthetic_only_percents, *self.duplicate_percents)):
             raise ConfigError("parameters 'synthetic_only_percents' and 'duplicate_percents': 0 % is not an arm "
                               "(an empty training set / the real arm itself); remove it")
+        if self.n_generators < 0:
+            raise ConfigError(f"parameter 'n_generators': must be >= 0, got {self.n_generators}")
+        if self.n_generators == 0 and not self.pool_pretrained:
+            raise ConfigError("parameters 'n_generators' = 0 and 'pool_pretrained' = False leave no synthetic source")
+        if self.ft_steps < 1:
+            raise ConfigError(f"parameter 'ft_steps': must be >= 1, got {self.ft_steps}")
+        if self.mixing_site:
+            sites = list(external_sites(self))
+            if self.mixing_site not in sites:
+                raise ConfigError(f"parameter 'mixing_site': {self.mixing_site!r} is not one of the external sites "
+                                  f"{sites} (parameter 'external_sites'); use '' for no mixing-sources arms")
+            if self.n_generators < 1:
+                raise ConfigError("parameter 'mixing_site': the mixing arms use the first R-only generator; "
+                                  "set n_generators >= 1 or mixing_site ''")
+        if self.mixing_percent < 1:
+            raise ConfigError(f"parameter 'mixing_percent': must be >= 1, got {self.mixing_percent}")
 
 
+# ------------------------------------------------------------------------------------------------
+# Generator sources
+# ------------------------------------------------------------------------------------------------
+def source_names(cfg: Config) -> list[str]:
+    """``R-only 1``, ..., ``R-only n_generators``, then ``pool-pretrained`` (if ``pool_pretrained``)."""
+    return [f"{R_ONLY} {k + 1}" for k in range(cfg.n_generators)] + ([POOL] if cfg.pool_pretrained else [])
 
 
+def source_kind(source: str) -> str:
+    return POOL if source == POOL else R_ONLY
 
 
+def generators(cfg: Config, sets: RealSets, progress: bool = True) -> pd.DataFrame:
+    """Train (or fetch) every generator source: one row per source (index) with ``kind``, the labeled
+    images it saw, its unlabeled and labeled optimizer steps, its generator seed and ``path``. The
+    R-only sources are the study's conditional DDPM recipe with generator seeds ``seed``, ``seed + 1``,
+    ... (:func:`cxrlib.experiments.synthetic.r_only_generator`; the first is the main generator); the
+    pool-pretrained source is :func:`cxrlib.experiments.synthetic.pool_finetuned_generator`."""
+    from . import synthetic as S
+
+    rows = []
+    for k in range(cfg.n_generators):
+        rows.append(dict(source=f"{R_ONLY} {k + 1}", kind=R_ONLY, labeled_images=len(sets.train), unlabeled_images=0,
+                         unlabeled_steps=0, labeled_steps=cfg.gen_steps, generator_seed=cfg.seed + k,
+                         path=str(S.r_only_generator(cfg, sets, k, progress=progress))))
+    if cfg.pool_pretrained:
+        rows.append(dict(source=POOL, kind=POOL, labeled_images=len(sets.train), unlabeled_images=len(sets.pool),
+                         unlabeled_steps=cfg.gen_steps, labeled_steps=cfg.ft_steps, generator_seed=cfg.seed,
+                         path=str(S.pool_finetuned_generator(cfg, sets, ft_steps=cfg.ft_steps, ft_lr=cfg.ft_lr,
+                                                             progress=progress))))
+    return pd.DataFrame(rows).set_index("source")
 
 
+def synthetic_streams(cfg: Config, gens: pd.DataFrame, sets: RealSets, progress: bool = True) -> dict[str, CXRDataset]:
+    """``{source: the first synthetic_needed images of its natural-prevalence stream}`` (conditions
+    drawn from R, the same per-image seeds for every source: :func:`cxrlib.experiments.synthetic.natural_synthetic`)."""
+    from . import synthetic as S
 
-
+    out = {}
+    for source, path in gens["path"].items():
+        n = synthetic_needed(cfg, len(sets.train), source=source)
+        out[source] = S.natural_synthetic(cfg, path, sets.train, n, progress=progress)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
 # Arms
 # ------------------------------------------------------------------------------------------------
-def arm_name(kind: str, percent: int) -> str:
-    return {"real": "real", "real+synthetic": f"real+synthetic {percent}%", "synthetic": f"synthetic {percent}%",
+def arm_name(kind: str, percent: int, source: str = "") -> str:
+    tag = f" [{source}]" if source else ""
+    return {"real": "real", "real+synthetic": f"real+synthetic {percent}%{tag}", "synthetic": f"synthetic {percent}%{tag}",
             "real+duplicates": f"real+duplicates {percent}%"}[kind]
 
 
-def build_arms(cfg: Config, real: CXRDataset, synthetic: CXRDataset) -> tuple[dict[str, list[CXRDataset]], pd.DataFrame]:
-    """The training sets of every arm (module docstring) and a table ``arm, kind, percent, n_real,
-    n_synthetic, n_duplicates, n_train``. ``synthetic`` must hold at least the largest percentage's
-    images (:func:`synthetic_needed`)."""
+def build_arms(cfg: Config, real: CXRDataset, synthetic: Mapping[str, CXRDataset]
+               ) -> tuple[dict[str, list[CXRDataset]], pd.DataFrame]:
+    """The training sets of every arm (module docstring) and a table ``arm, kind, source, source_kind,
+    percent, n_real, n_synthetic, n_duplicates, n_train``. ``synthetic``: ``{source: stream}``, each
+    holding at least the largest percentage's images (:func:`synthetic_needed`)."""
     n = len(real)
     need = synthetic_needed(cfg, n)
-    if len(synthetic) < need:
-        raise ValueError(f"build_arms: {len(synthetic)} synthetic images, but the grid needs {need}")
+    for source, stream in synthetic.items():
+        if len(stream) < need:
+            raise ValueError(f"build_arms: source {source!r} has {len(stream)} synthetic images, but the grid needs {need}")
     arms: dict[str, list[CXRDataset]] = {"real": [real]}
-    rows = [dict(arm="real", kind="real", percent=0, n_real=n, n_synthetic=0, n_duplicates=0)]
+    rows = [dict(arm="real", kind="real", source="", source_kind="", percent=0, n_real=n, n_synthetic=0, n_duplicates=0)]
 
-    def syn(p):
-        return synthetic.subset(np.arange(n_images(p, n))) if n_images(p, n) < len(synthetic) else synthetic
+    def syn(stream, p):
+        return stream.subset(np.arange(n_images(p, n))) if n_images(p, n) < len(stream) else stream
 
-    for p in sorted(set(cfg.supplement_percents) - {0}):
-        arms[arm_name("real+synthetic", p)] = [real, syn(p)]
-        rows.append(dict(arm=arm_name("real+synthetic", p), kind="real+synthetic", percent=p, n_real=n,
-                         n_synthetic=n_images(p, n), n_duplicates=0))
-    for p in sorted(cfg.synthetic_only_percents):
-        arms[arm_name("synthetic", p)] = [syn(p)]
-        rows.append(dict(arm=arm_name("synthetic", p), kind="synthetic", percent=p, n_real=0,
-                         n_synthetic=n_images(p, n), n_duplicates=0))
+    for source, stream in synthetic.items():
+        for p in sorted(set(cfg.supplement_percents) - {0}):
+            a = arm_name("real+synthetic", p, source)
+            arms[a] = [real, syn(stream, p)]
+            rows.append(dict(arm=a, kind="real+synthetic", source=source, source_kind=source_kind(source), percent=p,
+                             n_real=n, n_synthetic=n_images(p, n), n_duplicates=0))
+        for p in sorted(cfg.synthetic_only_percents):
+            a = arm_name("synthetic", p, source)
+            arms[a] = [syn(stream, p)]
+            rows.append(dict(arm=a, kind="synthetic", source=source, source_kind=source_kind(source), percent=p, n_real=0,
+                             n_synthetic=n_images(p, n), n_duplicates=0))
     for p in sorted(cfg.duplicate_percents):
         arms[arm_name("real+duplicates", p)] = [real, duplicates(real, n_images(p, n))]
-        rows.append(dict(arm=arm_name("real+duplicates", p), kind="real+duplicates", percent=p, n_real=n,
-                         n_synthetic=0, n_duplicates=n_images(p, n)))
+        rows.append(dict(arm=arm_name("real+duplicates", p), kind="real+duplicates", source="", source_kind="", percent=p,
+                         n_real=n, n_synthetic=0, n_duplicates=n_images(p, n)))
     table = pd.DataFrame(rows)
     table["n_train"] = table[["n_real", "n_synthetic", "n_duplicates"]].sum(axis=1)
     return arms, table
 
 
-def synthetic_needed(cfg: Config, n_real: int) -> int:
-    """Synthetic images the largest supplemented or synthetic-only arm uses."""
-    return max([n_images(p, n_real) for p in (*cfg.supplement_percents, *cfg.synthetic_only_percents)] + [0])
+def synthetic_needed(cfg: Config, n_real: int, source: str | None = None, n_site: int = 0) -> int:
+    """Synthetic images the largest supplemented or synthetic-only arm uses (for ``source``: the first
+    R-only source also feeds the mixing arm, ``mixing_percent`` % of ``n_site`` site images)."""
+    grid = max([n_images(p, n_real) for p in (*cfg.supplement_percents, *cfg.synthetic_only_percents)] + [0])
+    if source == f"{R_ONLY} 1" and cfg.mixing_site:
+        grid = max(grid, n_images(cfg.mixing_percent, n_site or n_real))
+    return grid
 
 
 def test_sets(cfg: Config, sets: RealSets) -> dict[str, CXRDataset]:
@@ -149,63 +238,89 @@ def run(cfg: Config, arms: dict[str, Sequence[CXRDataset]], sets: RealSets, prog
 
 
 # ------------------------------------------------------------------------------------------------
+# Mixing sources (Khosravi 2024): real images of one source + synthetic images of another
+# ------------------------------------------------------------------------------------------------
+MIXING_KINDS = ("site real", "site real+synthetic", "site real+duplicates")
+
+
+def site_train_set(cfg: StudyConfig, sets: RealSets, site: str, n: int | None = None, progress: bool = True) -> CXRDataset:
+    """Real *training* images of the external site ``site`` (chapter 5's mixing-sources arms): ``n``
+    images (default ``|R|``) that are not in the site's test set and share no patient with it. On the
+    phantom: the site's images after its ``n_external`` test images; on real data: the first ``n``
+    images of the train split of the ``NAME=ROOT`` dataset. Labels the site does not annotate are masked."""
+    from ..data import load_dataset
+    from ..data.labels import LabelPolicy
+
+    roots = external_sites(cfg)
+    if site not in roots:
+        raise ConfigError(f"site {site!r} is not one of the external sites {list(roots)} (parameter 'external_sites')")
+    n = len(sets.train) if n is None else int(n)
+    kw = dict(size=cfg.image_size, labels=cfg.labels, progress=progress, policy=LabelPolicy(missing="ignore"))
+    if roots[site] is not None:
+        ds = load_dataset(site, split="train", n_max=n, root=roots[site], **kw)
+        if len(ds) < n:
+            raise ValueError(f"external site {site!r} ({roots[site]}) has {len(ds)} training images, {n} are needed")
+        return ds
+    test = sets.external.get(site)
+    n_test = len(test) if test is not None else (cfg.n_external or 1000)
+    test_patients = set(test.meta["patient_id"]) if test is not None else set()
+    full = load_dataset("phantom", site=site, split="test", n_max=n_test + n + max(50, n // 5), **kw)
+    ok = np.flatnonzero((np.arange(len(full)) >= n_test) & ~full.meta["patient_id"].isin(test_patients).to_numpy())
+    if len(ok) < n:
+        raise ValueError(f"phantom site {site!r}: only {len(ok)} training images outside its test patients, {n} needed")
+    out = full.subset(ok[:n])
+    out.meta = out.meta.assign(split="train")
+    out.name = f"{site} train"
+    return out
+
+
+def mixing_arms(cfg: Config, site_real: CXRDataset, synthetic: CXRDataset) -> tuple[dict[str, list[CXRDataset]], pd.DataFrame]:
+    """The mixing-sources arms: the external site's real training images alone (the single-source
+    reference), plus ``mixing_percent`` % synthetic images of the internal R-only generator (conditioned
+    on R: the other source's statistics), and plus as many duplicates of its own images (the
+    count-matched control). ``synthetic``: the internal stream (its first images are used)."""
+    site, n = cfg.mixing_site, len(site_real)
+    m = n_images(cfg.mixing_percent, n)
+    if len(synthetic) < m:
+        raise ValueError(f"mixing_arms: {len(synthetic)} synthetic images, the mixing arm needs {m}")
+    names = {k: f"{site} real" + {"site real": "", "site real+synthetic": f" + internal synthetic {cfg.mixing_percent}%",
+                                  "site real+duplicates": f" + duplicates {cfg.mixing_percent}%"}[k] for k in MIXING_KINDS}
+    arms = {names["site real"]: [site_real],
+            names["site real+synthetic"]: [site_real, synthetic.subset(np.arange(m))],
+            names["site real+duplicates"]: [site_real, duplicates(site_real, m)]}
+    table = pd.DataFrame([dict(arm=names[k], kind=k, site=site, percent=0 if k == "site real" else cfg.mixing_percent,
+                               n_real=n, n_synthetic=m if k == "site real+synthetic" else 0,
+                               n_duplicates=m if k == "site real+duplicates" else 0) for k in MIXING_KINDS])
+    table["n_train"] = table[["n_real", "n_synthetic", "n_duplicates"]].sum(axis=1)
+    return arms, table
+
+
+def run_mixing(cfg: Config, arms: dict[str, Sequence[CXRDataset]], sets: RealSets, progress: bool = True) -> pd.DataFrame:
+    """Train and evaluate the mixing arms (reference: the site's real images alone) on the internal test
+    set and every external site (the site's own test set included)."""
+    reference = next(a for a in arms if a == f"{cfg.mixing_site} real")
+    return evaluate_arms(cfg, arms, sets, reference=reference, policies=(), metrics=("auroc",),
+                         test_sets=all_test_sets(sets, external=True), progress=progress)
+
+
+# ------------------------------------------------------------------------------------------------
 # Summaries and figures
 # ------------------------------------------------------------------------------------------------
 def auroc_curve(results: pd.DataFrame, arm_table: pd.DataFrame, label: str = "macro") -> pd.DataFrame:
     """AUROC of ``label`` per arm and test set, joined with the arm table: ``test_set, arm, kind,
-    percent, n_train, estimate, ci_low, ci_high, seed_sd, n_seeds, p_adj_seeds, test``, summarized over
-    seeds by :func:`cxrlib.experiments.common.seed_average` (mean over seeds; the envelope of the
-    per-seed patient-level bootstrap CIs; the largest per-seed Holm-adjusted p-value: DeLong per
-    label, paired bootstrap for macro). The ``real`` arm is repeated with ``kind`` real+synthetic, synthetic
-    and real+duplicates at 0 % so every curve starts from it."""
+    source, percent, n_train, estimate, ci_low, ci_high, seed_sd, n_seeds, p_adj_seeds, test``,
+    summarized over seeds by :func:`cxrlib.experiments.common.seed_average` (mean over seeds; the
+    envelope of the per-seed patient-level bootstrap CIs; the largest per-seed Holm-adjusted p-value).
+    The ``real`` arm is repeated at 0 % for every (kind, source) curve so every curve starts from it."""
     r = results[(results.metric == "auroc") & (results.label == label)]
-    out = seed_average(r, by=("test_set", "arm")).merge(arm_table[["arm", "kind", "percent", "n_train"]], on="arm", how="left")
+    cols = ["arm", "kind", "source", "percent", "n_train"]
+    out = seed_average(r, by=("test_set", "arm")).merge(arm_table[cols], on="arm", how="left")
+    out["source"] = out["source"].fillna("")
     real = out[out.kind == "real"]
-    anchors = [real.assign(kind=k) for k in ("real+synthetic", "synthetic", "real+duplicates")
-               if (out.kind == k).any()]
+    curves = out[out.kind != "real"][["kind", "source"]].drop_duplicates()
+    anchors = [real.assign(kind=k, source=src) for k, src in curves.itertuples(index=False)]
     out = pd.concat([out, *anchors], ignore_index=True)
-    return out.sort_values(["test_set", "kind", "percent"], key=_kind_key).reset_index(drop=True)
-
-
-def _kind_key(col: pd.Series) -> pd.Series:
-    return col.map(KIND_ORDER) if col.name == "kind" else col
-
-
-KIND_ORDER = {"real": 0, "real+synthetic": 1, "synthetic": 2, "real+duplicates": 3}
-KIND_STYLE = {"real+synthetic": dict(color="tab:blue", marker="o"), "synthetic": dict(color="tab:orange", marker="s"),
-              "real+duplicates": dict(color="tab:gray", marker="^"), "real": dict(color="black", marker="D")}
-
-
-def plot_auroc_vs_percent(curve: pd.DataFrame, title: str | None = None):
-    """Macro AUROC against the synthetic (or duplicated) percentage, one panel per test set, one line
-    per arm kind, with the CIs of :func:`auroc_curve` (the envelope of the per-seed patient-level
-    bootstrap 95 % CIs); the real-only arm's CI is the shaded band."""
-    import matplotlib.pyplot as plt
-
-    tests = list(dict.fromkeys(curve.test_set))
-    fig, axes = plt.subplots(1, len(tests), figsize=(4.6 * len(tests), 4.0), squeeze=False, sharex=True)
-    for ax, t in zip(axes[0], tests):
-        c = curve[curve.test_set == t]
-        real = c[c.kind == "real"].iloc[0]
-        if np.isfinite(real.ci_low):
-            ax.axhspan(real.ci_low, real.ci_high, color="black", alpha=0.08, lw=0)
-        ax.axhline(real.estimate, color="black", lw=1, ls=":", label="real only")
-        kinds = [k for k in ("real+synthetic", "synthetic", "real+duplicates") if (c.kind == k).any()]
-        for i, k in enumerate(kinds):
-            d = c[c.kind == k].sort_values("percent")
-            d = d[(d.percent > 0) | (k != "synthetic")]  # synthetic-only has no 0 % point
-            x = d.percent + (i - 1) * 8  # a small dodge so the error bars do not overlap
-            yerr = np.array([d.estimate - d.ci_low, d.ci_high - d.estimate])
-            ax.errorbar(x, d.estimate, yerr=np.nan_to_num(yerr), capsize=3, lw=1.5, ms=5, label=k, **KIND_STYLE[k])
-        ax.set_title(t)
-        ax.set_xlabel("synthetic (or duplicated) images, % of |R|")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("macro AUROC")
-    axes[0][-1].legend(fontsize=8, loc="best")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return out.sort_values(["test_set", "kind", "source", "percent"], key=_kind_key).reset_index(drop=True)
 
 
 def delta_table(results: pd.DataFrame, arm_table: pd.DataFrame) -> pd.DataFrame:
@@ -214,100 +329,83 @@ def delta_table(results: pd.DataFrame, arm_table: pd.DataFrame) -> pd.DataFrame:
     per-seed bootstrap CIs, and ``p_adj_seeds``, the largest per-seed Holm-adjusted p-value (DeLong per label,
     paired bootstrap for macro)."""
     r = results[results.metric == "auroc_diff"]
-    out = seed_average(r, by=("test_set", "arm", "label")).merge(arm_table[["arm", "kind", "percent"]], on="arm")
-    return out.sort_values(["test_set", "kind", "percent", "label"], key=_kind_key).reset_index(drop=True)
+    out = seed_average(r, by=("test_set", "arm", "label")).merge(arm_table[["arm", "kind", "source", "percent"]], on="arm")
+    out["source"] = out["source"].fillna("")
+    return out.sort_values(["test_set", "kind", "source", "percent", "label"], key=_kind_key).reset_index(drop=True)
 
 
 def format_delta(delta: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     """``arm x (test_set, label)`` strings ``+0.012*`` (``*``: ``p_adj_seeds < alpha``)."""
     d = delta.assign(text=[f"{e:+.3f}{'*' if p < alpha else ''}" for e, p in zip(delta.estimate, delta.p_adj_seeds)])
-    wide = d.pivot_table(index=["kind", "percent", "arm"], columns=["test_set", "label"], values="text", aggfunc="first")
-    return wide.droplevel(["kind", "percent"])
+    wide = d.pivot_table(index=["kind", "source", "percent", "arm"], columns=["test_set", "label"], values="text",
+                         aggfunc="first")
+    return wide.droplevel(["kind", "source", "percent"])
 
 
-def plot_delta_heatmap(delta: pd.DataFrame, test_set: str = "internal"):
-    """Per-label AUROC difference to ``real`` (rows: arms, columns: labels and macro; mean over seeds)
-    on one test set; ``*`` marks a Holm-adjusted p < 0.05 in every seed."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    d = delta[delta.test_set == test_set]
-    order = list(dict.fromkeys(d.sort_values(["kind", "percent"], key=_kind_key).arm))
-    labels = [l for l in dict.fromkeys(d.label) if l != "macro"] + ["macro"]
-    est = d.pivot_table(index="arm", columns="label", values="estimate").reindex(index=order, columns=labels)
-    p = d.pivot_table(index="arm", columns="label", values="p_adj_seeds").reindex(index=order, columns=labels)
-    annot = est.map(lambda v: f"{v:+.3f}") + p.map(lambda v: "*" if v < 0.05 else "")
-    lim = float(np.nanmax(np.abs(est.to_numpy()))) if np.isfinite(est.to_numpy()).any() else 0.05
-    fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 3, 0.45 * len(order) + 1.6))
-    sns.heatmap(est, annot=annot, fmt="", cmap="RdBu", vmin=-lim, vmax=lim, ax=ax, cbar_kws={"label": "AUROC - AUROC(real)"})
-    ax.set_xlabel("")
-    ax.set_ylabel("")
-    ax.set_title(f"{test_set}: AUROC difference to the real-only arm (* Holm-adjusted p < 0.05 in every seed)")
-    fig.tight_layout()
-    return fig
+# ------------------------------------------------------------------------------------------------
+# Paired contrasts over training seeds (what the verdicts read)
+# ------------------------------------------------------------------------------------------------
 
 
-def verdict(curve: pd.DataFrame, test_set: str = "internal") -> dict:
-    """The numbers the "Does it reproduce?" section states, for one test set: the real arm's macro
-    AUROC, the best and the largest supplemented arm (gain, CI, adjusted p), the smallest synthetic-
-    only size whose CI reaches the real arm's estimate, and the duplicate control at its largest size."""
-    c = curve[curve.test_set == test_set]
-    real = c[c.kind == "real"].iloc[0]
-    sup = c[(c.kind == "real+synthetic") & (c.percent > 0)].sort_values("percent")
-    syn = c[(c.kind == "synthetic") & (c.percent > 0)].sort_values("percent")
-    dup = c[(c.kind == "real+duplicates") & (c.percent > 0)].sort_values("percent")
-    out = {"test_set": test_set, "real": float(real.estimate), "real_ci": (float(real.ci_low), float(real.ci_high))}
-
-    def row(r):
-        return {"arm": r.arm, "percent": int(r.percent), "auroc": float(r.estimate), "gain": float(r.estimate - real.estimate),
-                "ci": (float(r.ci_low), float(r.ci_high)), "p_adj_seeds": float(r.p_adj_seeds)}
-
-    if len(sup):
-        out["largest"] = row(sup.iloc[-1])
-        out["best"] = row(sup.loc[sup.estimate.idxmax()])
-        out["n_better"] = int((sup.estimate > real.estimate).sum())
-        out["n_supplemented"] = len(sup)
-    if len(syn):
-        reach = syn[syn.ci_high >= real.estimate] if syn.ci_high.notna().all() else syn[syn.estimate >= real.estimate]
-        out["synthetic_matches_real_at"] = int(reach.percent.iloc[0]) if len(reach) else None
-        out["synthetic_largest"] = row(syn.iloc[-1])
-    if len(dup):
-        out["duplicates_largest"] = row(dup.iloc[-1])
-    return out
+def source_arms(arm_table: pd.DataFrame, kind: str, percent: int, source_kind: str | None = R_ONLY,
+                source: str | None = None) -> list[str]:
+    """Arm names of ``kind`` at ``percent`` for the sources of ``source_kind`` (or one ``source``)."""
+    t = arm_table[(arm_table.kind == kind) & (arm_table.percent == percent)]
+    if source is not None:
+        t = t[t.source == source]
+    elif source_kind is not None:
+        t = t[t.source_kind == source_kind]
+    return list(t.arm)
 
 
-def _fmt_p(p: float) -> str:
-    return "n/a" if not np.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+def contrasts(results: pd.DataFrame, arm_table: pd.DataFrame, test_set: str = "internal") -> pd.DataFrame:
+    """Macro AUROC contrasts paired by training seed (:func:`cxrlib.verdicts.paired_contrast`: mean
+    difference, 95 % t-interval and paired t-test over seeds), for every percentage and source: ``vs``
+    = ``duplicates`` (real+synthetic p % − real+duplicates p %, the test of what the generator adds) and
+    ``vs`` = ``real`` (real+synthetic p % − real). Per source, and for ``mean over R-only generators``
+    (per seed the mean over the independently trained R-only generators: the primary contrast).
+    Columns ``test_set, source, percent, vs, estimate, ci_low, ci_high, p, n_seeds, n_generators``."""
+    from ..seed_contrasts import paired_contrast, with_mean_arm
+
+    rows = []
+    sup = arm_table[arm_table.kind == "real+synthetic"]
+    dup = set(arm_table.loc[arm_table.kind == "real+duplicates", "percent"])
+    groups = [(src, [src]) for src in dict.fromkeys(sup.source)]
+    r_only = [s for s in dict.fromkeys(sup.source) if source_kind(s) == R_ONLY]
+    if len(r_only) > 1:
+        groups.append((MEAN_R_ONLY, r_only))
+    for p in sorted(set(sup.percent)):
+        for label, srcs in groups:
+            arms = [a for src in srcs for a in source_arms(arm_table, "real+synthetic", p, source=src)]
+            res, arm = with_mean_arm(results, arms, label) if len(arms) > 1 else (results, arms[0])
+            for vs, ref in (("duplicates", arm_name("real+duplicates", p) if p in dup else None), ("real", "real")):
+                if ref is None:
+                    continue
+                ev = paired_contrast(res, arm, ref, "auroc", test_set=test_set)
+                rows.append(dict(test_set=test_set, source=label, percent=p, vs=vs, estimate=ev.estimate, ci_low=ev.ci_low,
+                                 ci_high=ev.ci_high, p=ev.p, n_seeds=ev.n, n_generators=len(srcs)))
+    return pd.DataFrame(rows, columns=["test_set", "source", "percent", "vs", "estimate", "ci_low", "ci_high", "p",
+                                       "n_seeds", "n_generators"])
 
 
-def reproduction_text(verdicts: Sequence[dict], alpha: float = 0.05) -> str:
-    """Markdown for the "Does it reproduce?" section from :func:`verdict` of each test set: every
-    number comes from the run; the judgement rules are stated in the text."""
-    lines = []
-    for v in verdicts:
-        t = v["test_set"]
-        head = f"**{t}** (real only: macro AUROC {v['real']:.3f}, CI {v['real_ci'][0]:.3f}-{v['real_ci'][1]:.3f})"
-        parts = []
-        if "largest" in v:
-            lg, best = v["largest"], v["best"]
-            sig = lg["p_adj_seeds"] < alpha
-            holds = lg["gain"] > 0 and sig
-            parts.append(
-                f"supplementing with {lg['percent']} % synthetic images changes macro AUROC by **{lg['gain']:+.3f}** "
-                f"(largest per-seed Holm-adjusted p {_fmt_p(lg['p_adj_seeds'])}); {v['n_better']} of "
-                f"{v['n_supplemented']} supplemented arms are above the real arm, the best {best['arm']} "
-                f"({best['gain']:+.3f}). Khosravi's gain (positive and significant) "
-                + ("**reproduces**" if holds else "does **not** reproduce") + " here")
-        if "synthetic_largest" in v:
-            at = v["synthetic_matches_real_at"]
-            parts.append("synthetic-only training " + (f"reaches the real arm (its CI covers the real estimate) from {at} % of |R|"
-                                                       if at is not None else
-                                                       f"stays below the real arm at every size (at {v['synthetic_largest']['percent']} %: "
-                                                       f"{v['synthetic_largest']['gain']:+.3f})")
-                         + " (Khosravi: comparable at 200-300 %)")
-        if "duplicates_largest" in v:
-            d = v["duplicates_largest"]
-            parts.append(f"the count-matched control that adds {d['percent']} % *duplicated real* images changes macro AUROC by "
-                         f"{d['gain']:+.3f} (p {_fmt_p(d['p_adj_seeds'])})")
-        lines.append(f"* {head}: " + "; ".join(parts) + ".")
-    return "\n".join(lines)
+def mixing_summary(results: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """The mixing arms per test set: macro AUROC (mean over seeds) and the paired contrasts of the
+    mixed arm against the site's real images alone and against its duplicates control (95 % t-interval
+    and paired t-test over seeds)."""
+    from ..seed_contrasts import paired_contrast
+
+    names = table.set_index("kind")["arm"]
+    rows = []
+    for t in dict.fromkeys(results.test_set):
+        for kind in MIXING_KINDS:
+            vals = results[(results.test_set == t) & (results.arm == names[kind]) & (results.metric == "auroc") &
+                           (results.label == "macro") & (results.seed.astype(str) != "pooled")]["estimate"]
+            row = dict(test_set=t, arm=names[kind], auroc=float(vals.mean()) if len(vals) else np.nan)
+            if kind == "site real+synthetic":
+                for vs in ("site real", "site real+duplicates"):
+                    ev = paired_contrast(results, names[kind], names[vs], "auroc", test_set=t)
+                    tag = "real" if vs == "site real" else "duplicates"
+                    ci = f"[{ev.ci_low:+.3f}, {ev.ci_high:+.3f}]" if np.isfinite(ev.ci_low) else "(one seed: no interval)"
+                    row.update({f"vs_{tag}": ev.estimate, f"vs_{tag}_ci": ci, f"vs_{tag}_p": ev.p})
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -135,6 +135,36 @@ def pretrained_generator(cfg: StudyConfig, sets: RealSets, progress: bool = True
     return snaps[cfg.gen_steps] / "model"
 
 
+def finetune_options(cfg: StudyConfig, ft_steps: int, ft_lr: float | None = None) -> dict:
+    """The overrides of a conditional fine-tuning run of the pretrained DDPM: learning rate (``ft_lr``,
+    None = ``gen_lr``) and a short warm-up (``ft_steps // 10``, at most 100)."""
+    return dict(lr=float(ft_lr if ft_lr is not None else cfg.gen_lr), warmup_steps=max(1, min(100, ft_steps // 10)))
+
+
+def pool_finetuned_generator(cfg: StudyConfig, sets: RealSets, train: CXRDataset | None = None, *, ft_steps: int,
+                             ft_lr: float | None = None, progress: bool = True) -> Path:
+    """Huijben 2024's two-stage generator: :func:`pretrained_generator` (unconditional, the whole pool)
+    fine-tuned conditionally on ``train`` (default R) for ``ft_steps`` steps. The same cache entry as
+    chapter 4's ``pretrained+FT`` generator of the same labeled set and steps."""
+    pre = pretrained_generator(cfg, sets, progress=progress)
+    snaps = train_cached_generator(cfg, sets.train if train is None else train, name="ddpm-finetune", steps=ft_steps,
+                                   init_from=pre, progress=progress, **finetune_options(cfg, ft_steps, ft_lr))
+    return snaps[ft_steps] / "model"
+
+
+def r_only_generator(cfg: StudyConfig, sets: RealSets, replicate: int = 0, progress: bool = True) -> Path:
+    """The ``replicate``-th independently trained copy of the study's conditional DDPM on R: the same
+    recipe with the generator seed ``seed + replicate`` (replicate 0 *is* :func:`main_generator`).
+    Independent replicates put the generator's own training variance into a comparison."""
+    if replicate < 0:
+        raise ValueError(f"r_only_generator: replicate must be >= 0, got {replicate}")
+    if replicate == 0:
+        return main_generator(cfg, sets, progress=progress)
+    snaps = train_cached_generator(cfg.replace(seed=cfg.seed + replicate), sets.train, name="ddpm-conditional",
+                                   progress=progress)
+    return snaps[cfg.gen_steps] / "model"
+
+
 # ------------------------------------------------------------------------------------------------
 # Synthetic sets
 # ------------------------------------------------------------------------------------------------
