@@ -4,7 +4,8 @@ Each experiment defines one frozen dataclass that subclasses :class:`ExperimentC
 resolved by ``Config.from_params(...)``, which
 
 1. starts from the field defaults,
-2. applies the profile's presets (``PROFILES[profile]``: ``smoke`` / ``cpu`` / ``paper``),
+2. applies the profile's presets (``PROFILES[profile]``: ``smoke`` / ``cpu`` / ``cpu-full`` / ``paper``;
+   ``cpu-full`` extends ``cpu``: the ``cpu`` presets, then its own, :data:`PROFILE_BASES`),
 3. applies the explicit, non-``None`` parameters,
 
 and rejects an unknown or mistyped name (naming it, suggesting the closest valid one and listing all
@@ -32,9 +33,20 @@ from .errors import ConfigError
 
 __all__ = ["ConfigError", "ExperimentConfig", "PROFILE_NAMES", "OVERRIDES", "stable_hash", "unknown_parameter_message"]
 
-PROFILE_NAMES = ("smoke", "cpu", "paper")
+PROFILE_NAMES = ("smoke", "cpu", "cpu-full", "paper")
+# A profile that extends another: the base's presets apply first, then its own. ``cpu`` holds the primary
+# contrasts of every chapter within a laptop's budget; ``cpu-full`` the complete grids on the same CPU recipes.
+PROFILE_BASES = {"cpu-full": "cpu"}
 # The name, in a notebook's parameters cell, of the mapping that sets any other config field.
 OVERRIDES = "overrides"
+
+
+def profile_chain(profile: str) -> list[str]:
+    """The profiles whose presets make ``profile``, base first (``cpu-full`` -> ``["cpu", "cpu-full"]``)."""
+    chain = [profile]
+    while chain[0] in PROFILE_BASES:
+        chain.insert(0, PROFILE_BASES[chain[0]])
+    return chain
 
 
 def _type_name(tp: Any) -> str:
@@ -108,7 +120,7 @@ def unknown_parameter_message(bad: str, valid: list[str]) -> str:
 class ExperimentConfig:
     """Base of every experiment config. Subclasses add fields (each with a comment) and PROFILES."""
 
-    profile: str = "cpu"  # smoke (tests/CI, minutes) | cpu (laptop, default) | paper (real data, GPU)
+    profile: str = "cpu"  # smoke (tests/CI, minutes) | cpu (laptop, default) | cpu-full (complete grids) | paper (real data, GPU)
     seed: int = 0  # master seed: every random stream of the run derives from it
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", "mps"; a requested GPU that is absent is an error
 
@@ -139,7 +151,9 @@ class ExperimentConfig:
         if profile not in PROFILE_NAMES:
             raise ConfigError(f"parameter 'profile': {profile!r} is not one of {list(PROFILE_NAMES)}")
         values: dict[str, Any] = {}
-        preset = dict(cls.PROFILES.get(profile, {}))
+        preset = {}
+        for p in profile_chain(profile):
+            preset.update(cls.PROFILES.get(p, {}))
         cls.check_names(preset)  # a typo in a preset is a bug worth failing loudly on
         values.update(preset)
         values.update({k: v for k, v in merged.items() if v is not None})

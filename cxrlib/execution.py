@@ -368,7 +368,7 @@ def register_cli(subparsers) -> None:
                    help="set a parameter (VALUE is a YAML literal: 3, 0.5, 1e-3, true, [1, 2], text)")
     p.add_argument("-f", "--params-file", action="append", default=[], metavar="FILE",
                    help="YAML file of NAME: VALUE parameters (before -p; an 'overrides:' mapping is read as more NAME: VALUE)")
-    p.add_argument("--profile", choices=PROFILE_NAMES, default=None, help="smoke | cpu | paper (default: cpu)")
+    p.add_argument("--profile", choices=PROFILE_NAMES, default=None, help="smoke | cpu | cpu-full | paper (default: cpu)")
     p.add_argument("--runs-dir", default=None, help="root of run folders (default: $CXR_RUNS_DIR or <project>/runs)")
     p.add_argument("--force", action="store_true", help="rerun even if a complete run with this config exists")
     p.set_defaults(func=_cmd_run)

@@ -50,3 +50,21 @@ def test_bad_profile_and_seed():
         Demo.from_params(profile="laptop")
     with pytest.raises(ConfigError, match="seed"):
         Demo.from_params(seed=-1)
+
+
+def test_cpu_full_extends_cpu():
+    """``cpu-full`` = the ``cpu`` presets, then its own: a chapter that defines nothing for it runs as at
+    ``cpu``; one that does changes only those fields."""
+    from cxrlib.config import PROFILE_NAMES, profile_chain
+    from cxrlib.experiments import common, data, supplementation as S
+
+    assert "cpu-full" in PROFILE_NAMES and profile_chain("cpu-full") == ["cpu", "cpu-full"] and profile_chain("cpu") == ["cpu"]
+    assert data.Config.from_params(profile="cpu-full").to_dict() == {**data.Config.from_params(profile="cpu").to_dict(),
+                                                                     "profile": "cpu-full"}
+    cpu, full = S.Config.from_params(profile="cpu"), S.Config.from_params(profile="cpu-full")
+    assert full.clf_steps == cpu.clf_steps == 400 and full.n_seeds == cpu.n_seeds >= 5  # the cpu recipes
+    assert max(full.supplement_percents) == max(cpu.supplement_percents) == 1000
+    assert len(full.supplement_percents) > len(cpu.supplement_percents) and full.regime_fractions and not cpu.regime_fractions
+    assert full.hash() != cpu.hash()
+    with pytest.raises(ValueError, match="unknown profile"):
+        common.merge_profiles({"cpu_full": {}})

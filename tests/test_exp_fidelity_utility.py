@@ -22,7 +22,7 @@ def test_config_and_sampler_specs():
         F.Config.from_params(profile="smoke", guidance_scales=(-1.0,))
     from cxrlib.experiments import generators as G
 
-    for prof in ("smoke", "cpu", "paper"):
+    for prof in ("smoke", "cpu", "cpu-full", "paper"):
         cfg, ch2 = F.Config.from_params(profile=prof), G.Config.from_params(profile=prof)
         guid, samp = F.sampling_grid(cfg)  # chapter 2's grids and set size: its synthetic sets are reused
         assert guid == ch2.grid_guidance and samp == [G.parse_variant(v) for v in ch2.sampler_grid]

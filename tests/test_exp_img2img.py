@@ -62,18 +62,33 @@ def results(youden_gain, p_seed, seeds=(0, 1), minority="Cardiomegaly"):
     return pd.DataFrame(rows)
 
 
-def test_minority_table_and_reproduction():
+def test_minority_table():
     cfg = I.Config.from_params(profile="smoke")
     res = results([0.10, 0.08], [0.01, 0.02])
     mt = I.minority_table(cfg, res)
     assert list(mt["metric"].astype(str).unique()) == list(I.REPORTED_METRICS)
-    rep = I.reproduction(cfg, res)[I.arm_name(0.5)]
-    assert rep["youden_gain"] == pytest.approx(0.09) and rep["seeds_significant_gain"] == 2 and rep["reproduces"]
-    rep = I.reproduction(cfg, results([0.10, -0.02], [0.01, 0.6]))[I.arm_name(0.5)]
-    assert rep["seeds_significant_gain"] == 1 and not rep["reproduces"]
-    # pooled rows (several seeds) decide when present
-    res = results([0.10, 0.08], [0.2, 0.3])
-    pooled = res[res.seed == 0].assign(seed="pooled", p_value=lambda d: np.where(d.arm == "real", np.nan, 0.01))
-    rep = I.reproduction(cfg, pd.concat([res, pooled]))[I.arm_name(0.5)]
-    assert rep["p_pooled"] == 0.01 and rep["reproduces"]
-    assert (I.minority_table(cfg, pd.concat([res, pooled]))["estimate"].notna()).all()
+    assert set(mt["arm"]) == {"real", I.arm_name(0.5)} and mt["estimate"].notna().all()
+    assert I.arm_name(0.5, control=True) == "real + control s=0.5"
+
+
+def test_binary_task_keeps_normal_and_minority_images():
+    cfg = I.Config.from_params(profile="smoke")
+    assert cfg.task == "binary"
+    with pytest.raises(ConfigError, match="'task'"):
+        I.Config.from_params(profile="smoke", task="multiclass")
+    ds = dataset(60)
+    sets = RealSets(pool=ds, train=ds, val=ds, test=ds, external={})
+    tcfg, tsets = I.task_sets(cfg, sets)
+    assert tcfg.labels == (cfg.minority_label,) and tsets.external == {}
+    y, m = tsets.train.targets()
+    cols = [list(ds.label_names).index(l) for l in cfg.labels]
+    j = list(ds.label_names).index(cfg.minority_label)
+    normal = ((y[:, cols] == 0) & m[:, cols]).all(axis=1)
+    positive = (y[:, j] == 1) & m[:, j]
+    assert (normal | positive).all() and positive.any() and normal.any()
+    # every image of ds that is normal or minority-positive is kept
+    y0, m0 = ds.targets()
+    expected = (((y0[:, cols] == 0) & m0[:, cols]).all(axis=1) | ((y0[:, j] == 1) & m0[:, j])).sum()
+    assert len(tsets.train) == len(tsets.test) == expected < len(ds)
+    same_cfg, same = I.task_sets(cfg.replace(task="multilabel"), sets)
+    assert same is sets and same_cfg.labels == cfg.labels

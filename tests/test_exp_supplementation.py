@@ -77,9 +77,10 @@ def test_build_arms_sizes_prefixes_and_controls():
 
 
 def test_sources_and_new_config_checks():
-    cpu = S.Config.from_params(profile="cpu")
-    assert S.source_names(cpu) == ["R-only 1", "R-only 2", "pool-pretrained"] and cpu.n_seeds >= 5
-    assert max(cpu.supplement_percents) == 1000 and set(cpu.duplicate_percents) == set(cpu.supplement_percents) - {0}
+    for profile in ("cpu", "cpu-full"):
+        cpu = S.Config.from_params(profile=profile)
+        assert S.source_names(cpu) == ["R-only 1", "R-only 2", "pool-pretrained"] and cpu.n_seeds >= 5
+        assert max(cpu.supplement_percents) == 1000 and set(cpu.duplicate_percents) == set(cpu.supplement_percents) - {0}
     assert S.source_names(S.Config.from_params(profile="smoke", n_generators=0, mixing_site="")) == ["pool-pretrained"]
     with pytest.raises(ConfigError, match="no synthetic source"):
         S.Config.from_params(profile="smoke", n_generators=0, pool_pretrained=False)
@@ -196,3 +197,40 @@ def test_contrasts_pair_by_seed_and_average_generators():
     assert mean.ci_low < mean.estimate < mean.ci_high and mean.p < 0.01
     assert c.loc[(S.MEAN_R_ONLY, 100, "real")].estimate == pytest.approx(0.01 + 0.0005)
     assert len(S.plot_contrasts(c.reset_index()).axes) == 1
+
+
+def test_regime_config_checks():
+    assert S.Config.from_params(profile="cpu-full").regime_fractions == (0.1, 0.25, 0.5, 1.0)
+    with pytest.raises(ConfigError, match="regime_fractions"):
+        S.Config.from_params(profile="smoke", pool_pretrained=False)  # the map needs the pool-pretrained source
+    assert S.Config.from_params(profile="smoke", pool_pretrained=False, regime_fractions=()).regime_fractions == ()
+    with pytest.raises(ConfigError, match="regime_fractions"):
+        S.Config.from_params(profile="smoke", regime_fractions=(0.5, 1.5))
+    with pytest.raises(ConfigError, match="regime_percents"):
+        S.Config.from_params(profile="smoke", regime_percents=(0,))
+
+
+def test_regime_map_cells_are_paired_contrasts_with_holm():
+    """Two fractions x one ratio, 4 seeds: at 10 % synthetic beats duplicates by 0.03 in every seed
+    (p = 0 exactly), at 100 % they are equal up to seed noise."""
+    from cxrlib.experiments import regime as RG
+
+    rows, arms = [], []
+    for f, gain in ((0.1, 0.03), (1.0, 0.0)):
+        for kind, p in (("real", 0), ("synthetic", 100), ("duplicates", 100)):
+            arms.append(dict(arm=RG.arm_name(f, kind, p), fraction=f, kind=kind, percent=p, n_real=int(f * 100), n_added=0))
+        for seed in range(4):
+            base = 0.7 + 0.01 * seed
+            noise = (-1) ** seed * 0.004 if gain == 0 else 0.0
+            for kind, auc in (("real", base), ("duplicates", base + 0.01), ("synthetic", base + 0.01 + gain + noise)):
+                rows.append(dict(arm=RG.arm_name(f, kind, 0 if kind == "real" else 100), metric="auroc", label="macro",
+                                 seed=seed, estimate=auc, test_set="internal", fraction=f))
+    table = pd.DataFrame(arms)
+    assert RG.arm_name(0.25, "synthetic", 300) == "R25% + synthetic 300%"
+    m = RG.regime_map(pd.DataFrame(rows), table).set_index(["fraction", "vs"])
+    lo = m.loc[(0.1, "duplicates")]
+    assert lo.estimate == pytest.approx(0.03) and lo.p == 0.0 and lo.n_seeds == 4 and lo.labeled_images == 10
+    hi = m.loc[(1.0, "duplicates")]
+    assert hi.estimate == pytest.approx(0.0) and hi.ci_low < 0 < hi.ci_high and hi.p_holm == pytest.approx(1.0)
+    assert m.loc[(0.1, "real")].estimate == pytest.approx(0.04)
+    assert len(RG.plot_heatmap(m.reset_index()).axes) == 2 and len(RG.plot_lines(m.reset_index()).axes) == 1

@@ -12,7 +12,7 @@ def test_profiles_resolve_and_validate():
     smoke = c.StudyConfig.from_params(profile="smoke")
     cpu = c.StudyConfig.from_params(profile="cpu")
     assert smoke.labels == c.SMOKE_LABELS and cpu.gen_steps > smoke.gen_steps
-    assert cpu.clf_seeds() == [0, 1, 2]
+    assert cpu.clf_seeds() == [0, 1, 2, 3, 4]  # ≥ 5 seeds at cpu (seed-level inference)
     with pytest.raises(ConfigError, match="gen_checkpoints"):
         c.StudyConfig.from_params(gen_steps=100, gen_checkpoints=(100,))
     with pytest.raises(ConfigError, match="sampler"):

@@ -26,7 +26,7 @@ TINY = dict(image_size=32, n_pool=200, n_val=60, n_test=60, n_external=60, gen_c
             gen_steps=10, gen_checkpoints=[], gen_batch_size=16, gen_cond_hidden=32, gen_mixed_precision="no",
             sampler_steps=2, clf_arch="small_cnn", clf_steps=4, clf_eval_every=2, clf_batch_size=32, n_seeds=2,
             n_boot=20, supplement_percents=[0, 100], synthetic_only_percents=[], duplicate_percents=[], n_generators=1,
-            pool_pretrained=False)
+            pool_pretrained=False, regime_fractions=[])
 
 
 @pytest.fixture(scope="module")

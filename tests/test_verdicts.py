@@ -173,3 +173,27 @@ def test_a_table_without_what_a_rule_reads_is_inconclusive_not_a_crash():
     card = V.evaluate(V.claims_of("05_supplementation"), {"05_supplementation": {**broken, "config": {}}})
     assert set(card["verdict"]) == {"inconclusive"}
     assert card["reason"].str.contains("could not be read").sum() == len(card) == 5
+
+
+def test_ch8_claims_against_real_and_against_the_control_translations():
+    def table(gain_vs_real, gain_vs_control):
+        rows = []
+        for seed, (g, c) in enumerate(zip(gain_vs_real, gain_vs_control)):
+            base = 0.3 + 0.01 * seed
+            for arm, est in (("real", base), ("real + img2img s=0.9", base + g), ("real + control s=0.9", base + g - c),
+                             ("real + img2img s=0.5", base)):
+                rows.append(dict(arm=arm, label="Consolidation", metric="youden", seed=seed, estimate=est, test_set="internal"))
+        return {"results": pd.DataFrame(rows), "config": {"minority_label": "Consolidation"}}
+
+    up = [0.05, 0.06, 0.055, 0.05, 0.06]
+    card = V.evaluate(V.claims_of("08_img2img"), {"08_img2img": table(up, up)}).set_index("claim_id")
+    assert card.loc["rajaraman-minority-youden", "verdict"] == "reproduces"  # the strongest strength, 0.9, is read
+    assert card.loc["control-img2img-vs-control", "verdict"] == "reproduces"
+    card = V.evaluate(V.claims_of("08_img2img"), {"08_img2img": table(up, [-0.05, -0.06, -0.055, -0.05, -0.06])}).set_index("claim_id")
+    assert card.loc["control-img2img-vs-control", "verdict"] == "does not reproduce"  # the control helps more
+    card = V.evaluate(V.claims_of("08_img2img"), {"08_img2img": table(up, [0.05, -0.04, 0.0, 0.01, -0.02])}).set_index("claim_id")
+    assert card.loc["control-img2img-vs-control", "verdict"] == "inconclusive"
+    no_control = table(up, up)
+    no_control["results"] = no_control["results"][~no_control["results"].arm.str.contains("control")]
+    card = V.evaluate(V.claims_of("08_img2img"), {"08_img2img": no_control}).set_index("claim_id")
+    assert "no 'real + control s=0.9' arm" in card.loc["control-img2img-vs-control", "reason"]

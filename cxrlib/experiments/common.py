@@ -40,7 +40,8 @@ STUDY_PROFILES: dict[str, dict] = {
                   sampler_steps=4, clf_epochs=1, clf_steps=8, clf_eval_every=4, n_seeds=1, n_boot=30, oracle_epochs=1),
     # cpu: 400 steps of batch 64 is on the real arm's plateau (validation macro-AUROC of R = 969 phantom
     # images: 0.66 at 25 steps, 0.81 at 150, 0.80-0.82 from 150 to 600 steps; measured for issue 12)
-    "cpu": dict(clf_steps=400, clf_eval_every=25),
+    # ≥ 5 classifier seeds per arm: the primary p-values come from the variation across training seeds
+    "cpu": dict(clf_steps=400, clf_eval_every=25, n_seeds=5),
     "paper": dict(dataset="chexpert", image_size=256, labels=tuple(l for l in COMPETITION_LABELS), n_pool=None,
                   labeled_fraction=1.0, n_val=None, n_test=None, n_external=None, external_sites=(),
                   gen_channels=(128, 128, 256, 256, 512, 512), gen_layers=2, gen_label_channels=False, gen_steps=200_000, gen_checkpoints=(50_000, 100_000, 150_000),
@@ -139,8 +140,14 @@ class StudyConfig(ExperimentConfig):
 
 
 def merge_profiles(extra: Mapping[str, Mapping]) -> dict[str, dict]:
-    """The study presets updated with an experiment's own (per profile)."""
-    return {p: {**STUDY_PROFILES[p], **dict(extra.get(p, {}))} for p in STUDY_PROFILES}
+    """The study presets updated with an experiment's own (per profile; ``cpu-full`` holds only what it
+    changes on top of ``cpu``, :data:`cxrlib.config.PROFILE_BASES`)."""
+    from ..config import PROFILE_NAMES
+
+    unknown = set(extra) - set(PROFILE_NAMES)
+    if unknown:
+        raise ValueError(f"merge_profiles: unknown profile(s) {sorted(unknown)}; profiles are {list(PROFILE_NAMES)}")
+    return {p: {**STUDY_PROFILES.get(p, {}), **dict(extra.get(p, {}))} for p in PROFILE_NAMES}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -198,11 +198,11 @@ def learning_curve(cfg: Config, progress: bool = True) -> pd.DataFrame:
                        n_max=cfg.n_test, progress=progress)
     models = {}
     for frac in sorted(cfg.difficulty_fractions, reverse=True):
+        # the first n images of the labeled subset, read (rendered) alone: the same images as reading the whole
+        # subset and keeping its first n, at a fraction of the cost
+        n = None if cfg.difficulty_n_max is None else max(1, int(round(cfg.difficulty_n_max * frac)))
         train = load_dataset(cfg.dataset, root=cfg.root, split="train", size=cfg.image_size, labels=cfg.labels,
-                             labeled_fraction=frac, progress=progress)
-        if cfg.difficulty_n_max is not None:
-            n = max(1, int(round(cfg.difficulty_n_max * frac)))
-            train = train.subset(np.arange(min(n, len(train))))
+                             labeled_fraction=frac, n_max=n, progress=progress)
         models[f"frac={frac:g}"] = _cached_classifier(cfg, train, val, frac, progress)
     return evaluate_classifiers(models, test, reference_arm=f"frac={max(cfg.difficulty_fractions):g}", val=val,
                                 threshold_policy="youden", n_boot=cfg.n_boot, seed=cfg.seed, bootstrap_seed=cfg.seed,

@@ -15,11 +15,14 @@ every other label 0, sex and age kept) by SDEdit (:func:`cxrlib.generators.laten
    (mean absolute pixel change) and whether it carries the label: the shared oracle's probability of
    the minority label, and the AUROC of that probability between each translation and its *control*
    (the same source, strength and noise translated under the normal condition);
-2. R + the translations at each strength of ``arm_strengths`` vs R alone: the minority label's
-   balanced accuracy, sensitivity, specificity, F1, MCC, κ and Youden's J (thresholds by
-   ``threshold_policy`` on the validation set) with patient-level bootstrap CIs and p-values
-   (McNemar for sensitivity/specificity, paired bootstrap otherwise; :mod:`cxrlib.stats`), plus
-   AUROC with DeLong, for each seed and pooled over seeds.
+2. R + the translations at each strength of ``arm_strengths`` vs R alone, and vs R + the *control*
+   translations (the control arm: as many images through the same encoder and sampler, without the
+   finding), on Rajaraman's binary task (``task = "binary"``: normal vs the minority label, one
+   output, R/val/test reduced to normal or minority-positive images) or on every study label
+   (``"multilabel"``): the minority label's balanced accuracy, sensitivity, specificity, F1, MCC, κ and
+   Youden's J (thresholds by ``threshold_policy`` on the validation set) with patient-level bootstrap
+   CIs and p-values (McNemar for sensitivity/specificity, paired bootstrap otherwise;
+   :mod:`cxrlib.stats`), plus AUROC with DeLong, for each seed; the verdicts pair the seeds.
 
 Unlike Rajaraman (one model per class, a text prompt, pretrained Stable Diffusion), the condition is
 the study's label vector and the model is trained from scratch on R; the translated images join the
@@ -53,12 +56,16 @@ class Config(LatentRecipe):
     arm_strengths: tuple[float, ...] = (0.5, 0.7)  # strengths whose translations are added to R to train classifiers
     n_translate: int = 300  # normal images of R translated (each once per strength)
     n_grid: int = 6  # sources shown in the grids
+    # the downstream task: "binary" = Rajaraman's design, normal (every study label negative) vs the minority
+    # label, one output; "multilabel" = every study label (the minority label's metrics are reported)
+    task: str = "binary"
 
     PROFILES: ClassVar = merge_profiles({
         "smoke": dict(LDM_PROFILES["smoke"], minority_label="Cardiomegaly", strengths=(0.5, 0.9), arm_strengths=(0.9,),
                       n_translate=24, n_grid=3),
         # the classifier recipe of chapter 7's small_cnn arms, so the real-only arms are shared through the cache
-        "cpu": dict(LDM_PROFILES["cpu"], sampler_steps=10, clf_epochs=5, n_seeds=2),
+        "cpu": dict(LDM_PROFILES["cpu"], sampler_steps=10, clf_epochs=5, arm_strengths=(0.7,)),
+        "cpu-full": dict(arm_strengths=(0.5, 0.7)),
         "paper": dict(LDM_PROFILES["paper"], minority_label="Consolidation", clf_arch="inception_v3", n_translate=2000),
     })
 
@@ -69,6 +76,8 @@ class Config(LatentRecipe):
         bad = [s for s in (*self.strengths, *self.arm_strengths) if not 0.0 < s <= 1.0]
         if bad or not self.strengths:
             raise ConfigError(f"parameters 'strengths'/'arm_strengths': expected values in (0, 1], got {bad or 'none'}")
+        if self.task not in ("binary", "multilabel"):
+            raise ConfigError(f"parameter 'task': {self.task!r} is not one of binary, multilabel")
         if self.n_translate < 1 or self.n_grid < 1:
             raise ConfigError(f"parameters 'n_translate' and 'n_grid' must be >= 1, got {self.n_translate}, {self.n_grid}")
 
@@ -183,21 +192,53 @@ def consistency(cfg: Config, sets: RealSets, sources: CXRDataset, trans: dict[fl
 
 
 # ------------------------------------------------------------------------------------------------
-# Downstream: real vs real + translations
+# Downstream: real vs real + translations vs real + control translations
 # ------------------------------------------------------------------------------------------------
-def arm_name(strength: float) -> str:
-    return f"real + img2img s={strength:g}"
+def arm_name(strength: float, control: bool = False) -> str:
+    return f"real + {'control' if control else 'img2img'} s={strength:g}"
 
 
-def downstream(cfg: Config, sets: RealSets, trans: dict[float, ArrayDataset], progress: bool = True) -> pd.DataFrame:
-    """The standard results table (:func:`common.evaluate_arms`, internal test set) of ``real`` and
-    ``real + img2img s=<strength>`` for each of ``arm_strengths``."""
-    arms = {"real": [sets.train]}
+def binary_subset(cfg: Config, ds: CXRDataset) -> CXRDataset:
+    """The images of ``ds`` in Rajaraman's binary task: *normal* (every study label known and negative)
+    or positive for the minority label (whatever the other labels)."""
+    y, m = ds.targets()
+    cols = [list(ds.label_names).index(l) for l in cfg.labels]
+    j = list(ds.label_names).index(cfg.minority_label)
+    normal = ((y[:, cols] == 0) & m[:, cols]).all(axis=1)
+    keep = np.flatnonzero(normal | ((y[:, j] == 1) & m[:, j]))
+    out = ds.subset(keep)
+    out.name = f"{ds.name}[normal|{cfg.minority_label}]"
+    return out
+
+
+def task_sets(cfg: Config, sets: RealSets) -> tuple[Config, RealSets]:
+    """The config and sets of the downstream task: for ``task = "binary"``, the labels reduced to the
+    minority label and R, val and test reduced to normal or minority-positive images
+    (:func:`binary_subset`); for ``"multilabel"``, unchanged."""
+    if cfg.task == "multilabel":
+        return cfg, sets
+    sub = {k: binary_subset(cfg, getattr(sets, k)) for k in ("train", "val", "test")}
+    return cfg.replace(labels=(cfg.minority_label,)), RealSets(pool=sets.pool, external={}, **sub)
+
+
+def downstream(cfg: Config, sets: RealSets, trans: dict[float, ArrayDataset], control: dict[float, ArrayDataset] | None = None,
+               progress: bool = True) -> pd.DataFrame:
+    """The standard results table (:func:`common.evaluate_arms`, internal test set) of ``real``,
+    ``real + img2img s=<strength>`` and (with ``control``) ``real + control s=<strength>`` — R plus the
+    same sources translated at the same strength and noise under the *normal* condition: as many
+    images through the same encoder and sampler, without the finding — for each of ``arm_strengths``,
+    on the task of :func:`task_sets`. The translations join the training set as minority-positive
+    (img2img) or normal (control) images."""
+    tcfg, tsets = task_sets(cfg, sets)
+    arms = {"real": [tsets.train]}
     for s in cfg.arm_strengths:
-        if float(s) not in trans:
-            raise ValueError(f"arm strength {s} has no translated set; translate at it first (strengths={list(trans)})")
-        arms[arm_name(s)] = [sets.train, trans[float(s)]]
-    return common.evaluate_arms(cfg, arms, sets, reference="real", test_sets={"internal": sets.test}, progress=progress)
+        for is_control, sets_s in ((False, trans), (True, control)):
+            if sets_s is None:
+                continue
+            if float(s) not in sets_s:
+                raise ValueError(f"arm strength {s} has no translated set; translate at it first (strengths={list(sets_s)})")
+            arms[arm_name(s, is_control)] = [tsets.train, sets_s[float(s)]]
+    return common.evaluate_arms(tcfg, arms, tsets, reference="real", test_sets={"internal": tsets.test}, progress=progress)
 
 
 def minority_table(cfg: Config, results: pd.DataFrame) -> pd.DataFrame:
@@ -216,25 +257,6 @@ def per_seed_youden(cfg: Config, results: pd.DataFrame) -> pd.DataFrame:
     """Youden's J of the minority label per seed and arm, with the per-seed bootstrap p-value against real."""
     r = results[(results.label == cfg.minority_label) & (results.metric == "youden") & (results.seed.astype(str) != "pooled")]
     return r[["arm", "seed", "estimate", "ci_low", "ci_high", "p_value", "p_adj", "test"]].reset_index(drop=True)
-
-
-def reproduction(cfg: Config, results: pd.DataFrame, alpha: float = 0.05) -> dict:
-    """Rajaraman's claim, judged per arm: Youden's J of the minority label higher than real-only with
-    p < ``alpha`` — in the pooled rows (paired-seed t-test) when there are several seeds, and in how
-    many single seeds (paired bootstrap)."""
-    per_seed = per_seed_youden(cfg, results)
-    ref = per_seed[per_seed.arm == "real"].set_index("seed")["estimate"]
-    out = {}
-    for arm, g in per_seed[per_seed.arm != "real"].groupby("arm", sort=False):
-        g = g.set_index("seed")
-        diff = g["estimate"] - ref.reindex(g.index)
-        sig_seeds = int(((diff > 0) & (g["p_value"] < alpha)).sum())
-        pooled = results[(results.arm == arm) & (results.label == cfg.minority_label) & (results.metric == "youden")
-                         & (results.seed.astype(str) == "pooled")]
-        p_pooled = float(pooled["p_value"].iloc[0]) if len(pooled) else np.nan
-        out[arm] = {"youden_gain": float(diff.mean()), "seeds": len(g), "seeds_significant_gain": sig_seeds,
-                    "p_pooled": p_pooled, "reproduces": bool(diff.mean() > 0 and (sig_seeds == len(g) or p_pooled < alpha))}
-    return out
 
 
 def plot_consistency(table: pd.DataFrame, minority: str):

@@ -87,14 +87,23 @@ class Config(StudyConfig):
     # such arms: ""), alone, + synthetic images of the first R-only generator, + duplicates, tested everywhere
     mixing_site: str = "nih"
     mixing_percent: int = 100  # synthetic (or duplicated) images added to the site's real set, in % of it
+    # the regime map (cxrlib.experiments.regime): gain of pool-pretrained synthetic over duplicates by labeled
+    # fraction of the pool x supplementation ratio; () = not run
+    regime_fractions: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
+    regime_percents: tuple[int, ...] = (100, 300, 1000)
 
     PROFILES: ClassVar = merge_profiles({
-        "smoke": dict(supplement_percents=(0, 100, 200), synthetic_only_percents=(200,), duplicate_percents=(200,),
-                      n_generators=1, ft_steps=10),
-        # cpu: Khosravi's headline point (1000 %) and the 100 / 300 % steps below it, every size with its
-        # duplicates control; synthetic-only at 300 % (the paper's "comparable at 200-300 %"); five seeds
-        "cpu": dict(supplement_percents=(0, 100, 300, 1000), synthetic_only_percents=(300,),
-                    duplicate_percents=(100, 300, 1000), n_seeds=5),
+        # smoke: every path once, small; the regime map's one cell (R_50% = R) reuses the main grid's arms
+        "smoke": dict(supplement_percents=(0, 100), synthetic_only_percents=(100,), duplicate_percents=(100,),
+                      n_generators=1, ft_steps=10, regime_fractions=(0.5,), regime_percents=(100,)),
+        # cpu: the primary contrasts — Khosravi's headline point (1000 %) with its duplicates control, synthetic-only
+        # at 300 % (the paper's "comparable at 200-300 %"), both sources, mixing sources; five seeds
+        "cpu": dict(supplement_percents=(0, 1000), synthetic_only_percents=(300,), duplicate_percents=(1000,), n_seeds=5,
+                    regime_fractions=()),
+        # cpu-full: the ratio axis 100 / 300 / 1000 % (duplicates and synthetic-only at every size) and the regime map
+        "cpu-full": dict(supplement_percents=(0, 100, 300, 1000), synthetic_only_percents=(100, 300, 1000),
+                         duplicate_percents=(100, 300, 1000), regime_fractions=(0.1, 0.25, 0.5, 1.0),
+                         regime_percents=(100, 300)),
         "paper": dict(ft_steps=50_000, mixing_site=""),
     })
 
@@ -121,6 +130,15 @@ class Config(StudyConfig):
             if self.n_generators < 1:
                 raise ConfigError("parameter 'mixing_site': the mixing arms use the first R-only generator; "
                                   "set n_generators >= 1 or mixing_site ''")
+        if self.regime_fractions:
+            if not self.pool_pretrained:
+                raise ConfigError("parameter 'regime_fractions': the regime map uses the pool-pretrained source; set "
+                                  "pool_pretrained True or regime_fractions []")
+            if any(not 0 < f <= 1 for f in self.regime_fractions) or len(set(self.regime_fractions)) != len(self.regime_fractions):
+                raise ConfigError(f"parameter 'regime_fractions': distinct fractions in (0, 1], got {self.regime_fractions}")
+            if not self.regime_percents or any(p < 1 for p in self.regime_percents) or \
+                    len(set(self.regime_percents)) != len(self.regime_percents):
+                raise ConfigError(f"parameter 'regime_percents': distinct percentages >= 1, got {self.regime_percents}")
         if self.mixing_percent < 1:
             raise ConfigError(f"parameter 'mixing_percent': must be >= 1, got {self.mixing_percent}")
 

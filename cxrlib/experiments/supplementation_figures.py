@@ -47,6 +47,8 @@ def plot_auroc_vs_percent(curve: pd.DataFrame, title: str | None = None):
             ax.errorbar(x, d.estimate, yerr=np.nan_to_num(yerr), capsize=3, lw=1.3, ms=4, ls=ls,
                         label=f"{k} [{src}]" if src else k, **KIND_STYLE[k])
         ax.set_xscale("symlog", linthresh=100)
+        ticks = sorted({int(p) for p in c.percent})
+        ax.set_xticks(ticks, [str(p) for p in ticks])
         ax.set_title(t)
         ax.set_xlabel("synthetic (or duplicated) images, % of |R|")
         ax.grid(alpha=0.3)
@@ -96,6 +98,9 @@ def plot_contrasts(table: pd.DataFrame, vs: str = "duplicates"):
                         lw=2.2 if src == MEAN_R_ONLY else 1.2, label=src)
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xscale("log")
+        ticks = sorted({int(p) for p in d.percent})
+        ax.set_xticks(ticks, [str(p) for p in ticks])
+        ax.minorticks_off()
         ax.set_title(t)
         ax.set_xlabel("synthetic images added, % of |R|")
         ax.grid(alpha=0.3)
