@@ -71,6 +71,60 @@ def chapter_times(cfg: Config) -> pd.DataFrame:
     return df.drop(columns="mtime").reset_index(drop=True)
 
 
+# Where a chapter's time goes: the cache records every artifact it produced (kind and seconds); the kinds map
+# to the stages below, and the rest of the wall time is evaluation, statistics, figures and the notebook itself.
+STAGES = {"generator": "generator training", "synthetic": "sampling", "classifier": "classifier training",
+          "phantom": "phantom data", "phantom-source": "phantom data"}
+REST = "evaluation, statistics, figures, notebook"
+STAGE_ORDER = ("generator training", "sampling", "classifier training", "phantom data", "other cached work", REST)
+
+
+def stage_times(cfg: Config, chapters: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per chapter (its latest complete run at this profile, :func:`chapter_times`) the seconds of each
+    stage: ``chapter, stage, seconds, artifacts``. A stage's seconds are those of the cache misses of its
+    kinds (:data:`STAGES`: the artifacts this run produced; an artifact another chapter produced is a
+    hit, and costs its loading time only); ``evaluation, statistics, figures, notebook`` is the rest of
+    the run's wall time."""
+    from ..run_context import runs_root
+
+    chapters = chapter_times(cfg) if chapters is None else chapters
+    rows = []
+    for ch in chapters.itertuples():
+        prov = runs_root() / ch.chapter / ch.run / "provenance.json"
+        events = json.loads(prov.read_text()).get("cache_events", []) if prov.is_file() else []
+        spent: dict[str, list] = {}
+        for e in events:
+            if e.get("event") == "miss":
+                stage = STAGES.get(str(e.get("key", "")).split("/")[0], "other cached work")
+                spent.setdefault(stage, []).append(float(e.get("seconds") or 0.0))
+        for stage, secs in spent.items():
+            rows.append({"chapter": ch.chapter, "stage": stage, "seconds": sum(secs), "artifacts": len(secs)})
+        rest = float(ch.wall_time_s) - sum(sum(v) for v in spent.values())
+        rows.append({"chapter": ch.chapter, "stage": REST, "seconds": max(rest, 0.0), "artifacts": 0})
+    out = pd.DataFrame(rows, columns=["chapter", "stage", "seconds", "artifacts"])
+    out["stage"] = pd.Categorical(out["stage"], STAGE_ORDER, ordered=True)
+    return out.sort_values(["chapter", "stage"]).reset_index(drop=True)
+
+
+def plot_stage_times(stages: pd.DataFrame):
+    """One stacked bar per chapter: minutes per stage (:func:`stage_times`)."""
+    import matplotlib.pyplot as plt
+
+    wide = stages.pivot_table(index="chapter", columns="stage", values="seconds", aggfunc="sum", observed=False).fillna(0) / 60
+    wide = wide[[s for s in STAGE_ORDER if s in wide.columns and wide[s].sum() > 0]]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * max(len(wide), 3) + 1.4))
+    left = pd.Series(0.0, index=wide.index)
+    for i, stage in enumerate(wide.columns):
+        ax.barh(wide.index, wide[stage], left=left, color=f"C{STAGE_ORDER.index(stage)}", label=stage)
+        left += wide[stage]
+    ax.invert_yaxis()
+    ax.set_xlabel("wall time (minutes)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"where the time goes: {left.sum():.1f} min in total", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def plot_throughput(bench_df: pd.DataFrame):
     """Bar chart (log scale) of every images/s measurement of :func:`benchmarks`."""
     import matplotlib.pyplot as plt

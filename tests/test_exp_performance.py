@@ -1,0 +1,37 @@
+"""Chapter 9's per-stage breakdown of the book's wall time, from the run records a book build writes."""
+
+import json
+
+import pytest
+
+from cxrlib.experiments import performance as PF
+
+
+def _run(root, chapter, wall, events):
+    d = root / chapter / "smoke-abc"
+    d.mkdir(parents=True)
+    (d / "run.json").write_text(json.dumps({"wall_time_s": wall, "finished": "x"}))
+    (d / "provenance.json").write_text(json.dumps({"cache_events": events}))
+
+
+def test_stage_times_split_each_chapter_and_sum_to_its_wall_time(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path))
+    _run(tmp_path, "02_generators", 100.0, [
+        {"key": "generator/a", "event": "miss", "seconds": 60.0}, {"key": "synthetic/b", "event": "miss", "seconds": 15.0},
+        {"key": "synthetic/c", "event": "miss", "seconds": 5.0}, {"key": "classifier/d", "event": "hit", "seconds": 0.5},
+        {"key": "featurestats/e", "event": "miss", "seconds": 2.0}])
+    _run(tmp_path, "05_supplementation", 40.0, [{"key": "generator/a", "event": "hit", "seconds": 0.1},
+                                                 {"key": "classifier/f", "event": "miss", "seconds": 30.0}])
+    cfg = PF.Config.from_params(profile="smoke")
+    st = PF.stage_times(cfg)
+    gen = st[st.chapter == "02_generators"].set_index("stage")
+    assert gen.loc["generator training", "seconds"] == 60.0 and gen.loc["sampling", "seconds"] == 20.0
+    assert gen.loc["sampling", "artifacts"] == 2 and gen.loc["other cached work", "seconds"] == 2.0
+    assert gen.loc[PF.REST, "seconds"] == pytest.approx(18.0)  # a hit is loading time: it stays in the rest
+    sup = st[st.chapter == "05_supplementation"].set_index("stage")
+    assert "generator training" not in sup.index  # produced by another chapter: a hit
+    assert sup.loc["classifier training", "seconds"] == 30.0 and sup.loc[PF.REST, "seconds"] == pytest.approx(10.0)
+    for ch, g in st.groupby("chapter"):
+        assert g.seconds.sum() == pytest.approx({"02_generators": 100.0, "05_supplementation": 40.0}[ch])
+    assert len(PF.plot_stage_times(st).axes) == 1
+    assert PF.stage_times(cfg, PF.chapter_times(cfg).iloc[:0]).empty
