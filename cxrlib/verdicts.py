@@ -139,11 +139,6 @@ def decide(rule: Rule, ev: Evidence | None, p_adj: float = math.nan) -> tuple[st
 
 
 # --- the register -------------------------------------------------------------------------------------
-def _largest(cfg: Mapping, field: str) -> int | None:
-    values = cfg.get(field) or []
-    return max(values) if values else None
-
-
 def _ev_balance(metric: str):
     def ev(t):
         if "results" not in t:
