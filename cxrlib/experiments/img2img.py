@@ -91,15 +91,20 @@ def normal_sources(cfg: Config, sets: RealSets) -> ArrayDataset:
 
     from ..utils import torch_generator
 
-    y, m = sets.train.targets()
-    cols = [list(sets.train.label_names).index(l) for l in cfg.labels]
-    normal = np.flatnonzero(((y[:, cols] == 0) & m[:, cols]).all(axis=1))
+    normal = np.flatnonzero(normal_mask(cfg, sets.train))
     if len(normal) == 0:
         raise ValueError(f"R ({sets.train.name}) has no image negative for every label of {list(cfg.labels)}")
     order = torch.randperm(len(normal), generator=torch_generator(derive_seed(cfg.seed, "img2img-sources"))).numpy()
     out = sets.train.subset(np.sort(normal[order[: cfg.n_translate]]))
     out.name = f"{sets.train.name}[normal]"
     return out
+
+
+def normal_mask(cfg: Config, ds: CXRDataset) -> np.ndarray:
+    """Images of ``ds`` with every study label known and negative (Rajaraman's *normal* class)."""
+    y, m = ds.targets()
+    cols = [list(ds.label_names).index(l) for l in cfg.labels]
+    return ((y[:, cols] == 0) & m[:, cols]).all(axis=1)
 
 
 def translation_conditions(cfg: Config, sources: CXRDataset, to_minority: bool = True) -> pd.DataFrame:
@@ -202,10 +207,8 @@ def binary_subset(cfg: Config, ds: CXRDataset) -> CXRDataset:
     """The images of ``ds`` in Rajaraman's binary task: *normal* (every study label known and negative)
     or positive for the minority label (whatever the other labels)."""
     y, m = ds.targets()
-    cols = [list(ds.label_names).index(l) for l in cfg.labels]
     j = list(ds.label_names).index(cfg.minority_label)
-    normal = ((y[:, cols] == 0) & m[:, cols]).all(axis=1)
-    keep = np.flatnonzero(normal | ((y[:, j] == 1) & m[:, j]))
+    keep = np.flatnonzero(normal_mask(cfg, ds) | ((y[:, j] == 1) & m[:, j]))
     out = ds.subset(keep)
     out.name = f"{ds.name}[normal|{cfg.minority_label}]"
     return out

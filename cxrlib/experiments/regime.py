@@ -30,13 +30,10 @@ import pandas as pd
 
 from ..data.base import CXRDataset
 from .common import RealSets, StudyConfig, evaluate_arms
+from .pretraining import labeled_subset, pct
 from .synthetic import duplicates, n_images
 
 KINDS = ("real", "synthetic", "duplicates")
-
-
-def pct(fraction: float) -> str:
-    return f"{100 * fraction:g}%"
 
 
 def arm_name(fraction: float, kind: str, percent: int = 0) -> str:
@@ -53,7 +50,6 @@ def build(cfg: StudyConfig, sets: RealSets, progress: bool = True
     percent, n_real, n_added, n_train``. ``cfg`` needs ``regime_fractions``, ``regime_percents``,
     ``ft_steps`` and ``ft_lr`` (chapter 5's config)."""
     from . import synthetic as S
-    from .pretraining import labeled_subset
 
     gens, arms, rows = [], {}, []
     need = max(cfg.regime_percents)
