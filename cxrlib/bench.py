@@ -42,9 +42,8 @@ def bench_phantom(n: int = 10000, size: int = 64, workers: int | None = None) ->
     ]
 
 
-def bench_classifier(size: int = 32, arch: str = "small_cnn", n: int = 512, batch_size: int = 64) -> list[dict]:
-    """Training throughput of a classifier (one epoch over ``n`` random images after a warm-up)."""
-    from .classify import train_classifier
+def _random_set(n: int, size: int):
+    """``n`` random uint8 images with random CheXpert labels (throughput needs no real content)."""
     from .data.base import ArrayDataset
     from .data.labels import CHEXPERT_LABELS
 
@@ -52,12 +51,47 @@ def bench_classifier(size: int = 32, arch: str = "small_cnn", n: int = 512, batc
     imgs = torch.randint(0, 256, (n, size, size), generator=g, dtype=torch.uint8).numpy()
     labels = (torch.rand(n, len(CHEXPERT_LABELS), generator=g) < 0.3).float().numpy()
     meta = pd.DataFrame(labels, columns=list(CHEXPERT_LABELS)).assign(patient_id=[f"p{i}" for i in range(n)], sex="F", age=60.0)
-    ds = ArrayDataset(imgs, meta)
+    return ArrayDataset(imgs, meta)
+
+
+def bench_classifier(size: int = 32, arch: str = "small_cnn", n: int = 512, batch_size: int = 64) -> list[dict]:
+    """Training throughput of a classifier (one epoch over ``n`` random images after a warm-up)."""
+    from .classify import train_classifier
+
+    ds = _random_set(n, size)
     train_classifier(train=ds.subset(range(batch_size)), val=None, arch=arch, epochs=1, batch_size=batch_size, progress=False)
     t0 = time.perf_counter()
     train_classifier(train=ds, val=None, arch=arch, epochs=1, batch_size=batch_size, progress=False)
     sec = time.perf_counter() - t0
     return [_row("classifier training", f"{arch} {size}px batch {batch_size}", n / sec, "images/s")]
+
+
+def _train_one(size: int, n: int, steps: int, seed: int) -> None:
+    from .classify import train_classifier
+
+    train_classifier(train=_random_set(n, size), val=None, steps=steps, seed=seed, progress=False)
+
+
+def bench_workers(size: int = 32, steps: int = 40, workers: int | None = None) -> list[dict]:
+    """An arms x seeds grid (``2 x workers`` independent small_cnn trainings of ``steps`` steps) in this
+    process with every core's threads (executor ``serial``) and on ``workers`` processes with
+    cores/workers threads each (``local:N``, worker start-up included): the speed-up of ``executor``."""
+    from .executor import run_grid, usable_cores
+
+    w = workers or usable_cores()
+    if w < 2:
+        return []
+    cells = [dict(size=size, n=512, steps=steps, seed=s) for s in range(2 * w)]
+    t0 = time.perf_counter()
+    run_grid(_train_one, cells, executor="serial", progress=False)
+    serial = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    run_grid(_train_one, cells, executor=f"local:{w}", progress=False)
+    parallel = time.perf_counter() - t0
+    grid = f"{len(cells)} x small_cnn {size}px {steps} steps"
+    return [_row("classifier grid", f"{grid}, serial ({torch.get_num_threads()} threads)", serial, "s"),
+            _row("classifier grid", f"{grid}, local:{w} ({usable_cores() // w} thread each)", parallel, "s"),
+            _row("classifier grid", f"local:{w} speed-up over serial", serial / parallel, "x")]
 
 
 def bench_generator(profile: str = "cpu", steps: int = 20, n_sample: int = 32, tmp_dir: str | None = None,
@@ -67,8 +101,6 @@ def bench_generator(profile: str = "cpu", steps: int = 20, n_sample: int = 32, t
     (``sampler_steps``: sampler -> step count; default DDPM-250, DDIM-50, DPM-Solver++-20)."""
     import tempfile
 
-    from .data.base import ArrayDataset
-    from .data.labels import CHEXPERT_LABELS
     from .experiments.common import StudyConfig
     from .experiments.synthetic import generator_options
     from .generators.ddpm import load_generator, train_generator
@@ -76,11 +108,7 @@ def bench_generator(profile: str = "cpu", steps: int = 20, n_sample: int = 32, t
     p = generator_options(StudyConfig.from_params(profile=profile))
     size, bs = p["image_size"], p["batch_size"]
     n = bs * 4
-    g = torch.Generator().manual_seed(0)
-    imgs = torch.randint(0, 256, (n, size, size), generator=g, dtype=torch.uint8).numpy()
-    meta = pd.DataFrame((torch.rand(n, len(CHEXPERT_LABELS), generator=g) < 0.3).float().numpy(),
-                        columns=list(CHEXPERT_LABELS)).assign(patient_id=[f"p{i}" for i in range(n)], sex="F", age=60.0)
-    ds = ArrayDataset(imgs, meta)
+    ds = _random_set(n, size)
     p.update(total_steps=steps, checkpoint_every=0, sample_every=0, warmup_steps=1, progress=False)
     with tempfile.TemporaryDirectory(dir=tmp_dir) as d:
         t0 = time.perf_counter()
@@ -105,6 +133,7 @@ def run_all(quick: bool = False) -> pd.DataFrame:
     rows += bench_phantom(n=2000 if quick else 10000, size=64)
     rows += bench_classifier(size=32, n=256 if quick else 1024)
     rows += bench_classifier(size=64, n=256 if quick else 512)
+    rows += bench_workers(steps=10 if quick else 40)
     rows += bench_generator(steps=5 if quick else 20, n_sample=8 if quick else 32)
     return pd.DataFrame(rows)
 

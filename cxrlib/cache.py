@@ -193,6 +193,16 @@ def events() -> list[dict[str, Any]]:
     return list(_EVENTS)
 
 
+def record_events(worker_events: list[dict[str, Any]], wall_share: float = 1.0) -> None:
+    """Add the cache events of a worker process (a grid cell run by :mod:`cxrlib.executor`) to this
+    process's, so the run record counts the artifacts its workers produced. Workers run side by side:
+    ``seconds`` becomes the event's share of this process's wall time (its own seconds x
+    ``wall_share``, the grid's wall time over the sum of its cells' times); ``worker_seconds`` keeps
+    the worker's own."""
+    _EVENTS.extend(dict(e, worker=True, worker_seconds=e.get("seconds"), seconds=round(float(e.get("seconds") or 0.0) * wall_share, 3))
+                   for e in worker_events)
+
+
 class Cache:
     """A cache rooted at ``root`` (default :func:`default_root`). See the module docstring."""
 

@@ -12,7 +12,8 @@ costs one cache lookup, and two workers computing the same artifact never corrup
 ``executor`` (a string, so it can be a notebook parameter):
 
 * ``"local"`` (default) — a ``concurrent.futures.ProcessPoolExecutor`` with one worker per core
-  (``"local:N"`` for N workers); torch threads are split between workers.
+  (``"local:N"`` for N workers; never more workers than cells, and one worker runs in this process);
+  torch threads are split between workers.
 * ``"serial"`` — in this process, in order (debugging, and grids of one cell).
 * ``"tcp://host:port"`` (or ``"dask://host:port"``) — a running Dask scheduler; or pass a
   ``distributed.Client`` / cluster object directly, e.g. :func:`slurm_cluster`.
@@ -34,6 +35,15 @@ class CellError(RuntimeError):
 def describe_cell(fn: Callable, kwargs: Mapping[str, Any]) -> str:
     args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}({args})"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a container's or SLURM's share), not
+    every core of the machine."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def _call(fn: Callable, kwargs: Mapping[str, Any]) -> Any:
@@ -75,6 +85,7 @@ def run_grid(
     *,
     executor: Any = "local",
     desc: str | None = None,
+    progress: bool = True,
 ) -> list[Any]:
     """Run ``fn(**cell)`` for every cell; return the results in grid order (see module docstring)."""
     from .utils import tqdm
@@ -87,34 +98,36 @@ def run_grid(
         kind, arg = parse_executor(executor)
     else:
         kind, arg = "dask", executor
-    if kind == "serial" or (kind == "local" and (arg == 1 or len(cells) == 1)):
+    bar = {"desc": desc, "unit": "cell", "disable": not progress}
+    if kind == "local":
+        arg = min(arg or usable_cores(), len(cells))
+    if kind == "serial" or (kind == "local" and arg == 1):
         out = []
-        for c in tqdm(cells, desc=desc, unit="cell"):
+        for c in tqdm(cells, **bar):
             try:
                 out.append(fn(**c))
             except Exception as e:
                 raise CellError(f"cell {describe_cell(fn, c)} failed: {type(e).__name__}: {e}") from e
         return out
     if kind == "local":
-        return _run_local(fn, cells, arg, desc)
-    return _run_dask(fn, cells, arg, desc)
+        return _run_local(fn, cells, arg, bar)
+    return _run_dask(fn, cells, arg, bar)
 
 
-def _run_local(fn, cells, workers, desc):
+def _run_local(fn, cells, workers, bar_opts):
     import multiprocessing as mp
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
     from .utils import tqdm
 
-    cores = os.cpu_count() or 1
-    workers = workers or min(len(cells), cores)
+    cores = usable_cores()
     threads = max(1, cores // workers)
     # "spawn": a fresh interpreter per worker; forking a process that already runs torch threads can deadlock.
     ctx = mp.get_context("spawn")
     results: list[Any] = [None] * len(cells)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
         futures = {pool.submit(_call, fn, c): i for i, c in enumerate(cells)}
-        with tqdm(total=len(cells), desc=desc, unit="cell") as bar:
+        with tqdm(total=len(cells), **bar_opts) as bar:
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_EXCEPTION)
@@ -130,7 +143,16 @@ def _run_local(fn, cells, workers, desc):
     return results
 
 
-def _run_dask(fn, cells, target, desc):
+def _scatter_arguments(client, cells):
+    """Send every distinct non-scalar argument (a dataset, a config) to the cluster once, not once per
+    cell: the cells get futures in their place, which Dask resolves on the worker."""
+    scalar = (str, bytes, int, float, bool, type(None))
+    big = {id(v): v for c in cells for v in c.values() if not isinstance(v, scalar)}
+    futures = dict(zip(big, client.scatter(list(big.values()), hash=False))) if big else {}
+    return [{k: futures.get(id(v), v) if not isinstance(v, scalar) else v for k, v in c.items()} for c in cells]
+
+
+def _run_dask(fn, cells, target, bar_opts):
     from distributed import Client, as_completed
 
     from .utils import tqdm
@@ -144,10 +166,10 @@ def _run_dask(fn, cells, target, desc):
         client, own_client = Client(target, set_as_default=False), True
     try:
         # pure=False: a cell's identity is its cache key, not Dask's hash of the arguments.
-        futures = [client.submit(_call, fn, c, pure=False) for c in cells]
+        futures = [client.submit(_call, fn, c, pure=False) for c in _scatter_arguments(client, cells)]
         index = {f.key: i for i, f in enumerate(futures)}
         results: list[Any] = [None] * len(cells)
-        with client.as_current(), tqdm(total=len(cells), desc=desc, unit="cell") as bar:
+        with client.as_current(), tqdm(total=len(cells), **bar_opts) as bar:
             for f in as_completed(futures):
                 i = index[f.key]
                 if f.status == "error":

@@ -52,3 +52,20 @@ def heatmap(matrix, title: str, ax=None, fmt: str = ".2f", vmin=None, vmax=None,
     ax.set_title(title, fontsize=10)
     ax.tick_params(labelsize=7)
     return ax
+
+
+def plot_validation_curve(curve: pd.DataFrame, title: str = "R alone"):
+    """Validation macro-AUROC against optimizer steps, one line per seed, the kept weights marked."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for seed, g in curve.groupby("seed"):
+        line, = ax.plot(g["step"], g["val_macro_auroc"], marker=".", label=f"seed {seed}")
+        kept = g[g["best"].astype(bool)].tail(1)
+        ax.scatter(kept["step"], kept["val_macro_auroc"], s=80, facecolor="none", edgecolor=line.get_color(), zorder=3)
+    ax.set_xlabel("optimizer steps")
+    ax.set_ylabel("validation macro AUROC")
+    ax.set_title(f"{title}: validation curve over the step budget (circle: kept weights)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

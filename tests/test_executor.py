@@ -1,5 +1,6 @@
 """The grid executor: serial, local processes, Dask (a tiny LocalCluster) and SLURM construction."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,10 @@ from cxrlib.executor import CellError, parse_executor, run_grid, slurm_cluster
 
 def square_plus(x: int, y: int = 0) -> int:
     return x * x + y
+
+
+def current_pid() -> int:
+    return os.getpid()
 
 
 def fails_on_three(x: int) -> int:
@@ -92,3 +97,12 @@ def test_slurm_cluster_is_constructed_with_gpu_directives():
     assert "#SBATCH --gres=gpu:2" in script
     assert "#SBATCH -p gpu" in script and "#SBATCH -A lab" in script and "#SBATCH -t 01:30:00" in script
     assert "--nthreads 4" in script or "--nworkers 1" in script
+
+
+def test_local_with_one_usable_core_or_one_cell_runs_in_this_process(monkeypatch):
+    import cxrlib.executor as E
+
+    monkeypatch.setattr(E, "usable_cores", lambda: 1)
+    assert run_grid(current_pid, [{}, {}], executor="local") == [os.getpid()] * 2
+    monkeypatch.setattr(E, "usable_cores", lambda: 4)
+    assert run_grid(current_pid, [{}], executor="local") == [os.getpid()]

@@ -35,3 +35,23 @@ def test_stage_times_split_each_chapter_and_sum_to_its_wall_time(tmp_path, monke
         assert g.seconds.sum() == pytest.approx({"02_generators": 100.0, "05_supplementation": 40.0}[ch])
     assert len(PF.plot_stage_times(st).axes) == 1
     assert PF.stage_times(cfg, PF.chapter_times(cfg).iloc[:0]).empty
+
+
+def test_worker_events_are_counted_as_their_share_of_the_wall_time():
+    from cxrlib import cache
+
+    before = len(cache.events())
+    cache.record_events([{"key": "classifier/a", "event": "miss", "seconds": 100.0},
+                         {"key": "classifier/b", "event": "miss", "seconds": 100.0}], wall_share=0.55)
+    new = cache.events()[before:]
+    del cache._EVENTS[before:]  # leave this process's record as it was
+    assert [e["seconds"] for e in new] == [55.0, 55.0] and [e["worker_seconds"] for e in new] == [100.0, 100.0]
+    assert all(e["worker"] for e in new)
+
+
+def test_executor_text_reports_the_measured_speed_up_or_why_not():
+    import pandas as pd
+
+    rows = pd.DataFrame([{"benchmark": "classifier grid", "setting": "local:2 speed-up over serial", "value": 1.234, "unit": "x"}])
+    assert "**1.23×**" in PF.executor_text(rows) and '"local:2"' in PF.executor_text(rows)
+    assert "was not run" in PF.executor_text(rows.iloc[:0])

@@ -183,3 +183,50 @@ def test_the_oracle_has_its_own_overridable_recipe(monkeypatch):
     (used,) = seen
     assert used.clf_arch == "resnet18" and used.clf_epochs == 1 and used.clf_steps is None
     assert c.StudyConfig.from_params(profile="paper").oracle_arch == "densenet121"
+
+
+def test_arms_on_two_dask_workers_equal_the_serial_run(tmp_path, monkeypatch):
+    """The arms x seeds grid of evaluate_arms on a two-worker Dask cluster gives the serial run's results
+    table, and the run record counts the classifiers the workers trained. A Dask worker computes with one
+    thread (its nanny sets OMP_NUM_THREADS=1), so the serial run does too: the same arithmetic, hence
+    the same bits on one machine (the thread count changes the order of float reductions)."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+    import torch
+    from distributed import LocalCluster
+
+    from cxrlib import cache
+
+    cfg = c.StudyConfig.from_params(profile="smoke", image_size=16, clf_steps=4, clf_eval_every=2, clf_batch_size=16,
+                                    n_seeds=2, n_boot=20)
+    arms = {"real": [_toy(32, 0)], "real+more": [_toy(32, 0), _toy(32, 1)]}
+    sets, tests = SimpleNamespace(val=_toy(24, 9)), {"internal": _toy(40, 7)}
+
+    def run(executor):
+        return c.evaluate_arms(cfg.replace(executor=executor), arms, sets, reference="real", metrics=("auroc",),
+                               test_sets=tests, progress=False)
+
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "serial"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = run("serial")
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "dask"))  # nothing cached: the workers train everything
+    before = len(cache.events())
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        parallel = run(cluster.scheduler_address)
+    pd.testing.assert_frame_equal(serial, parallel)
+    trained_by_workers = [e for e in cache.events()[before:] if e["event"] == "miss" and e.get("worker")]
+    assert len(trained_by_workers) == 4 and all(e["key"].startswith("classifier/") for e in trained_by_workers)
+
+
+def test_the_executor_is_checked_before_the_run():
+    from cxrlib.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"parameter 'executor'.*local:N"):
+        c.StudyConfig.from_params(profile="smoke", executor="locale")
+    cfg = c.StudyConfig.from_params(profile="smoke")
+    assert cfg.replace(executor="local:2").hash() == cfg.hash()  # where classifiers train is not what a run computes

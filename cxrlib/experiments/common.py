@@ -29,6 +29,8 @@ import pandas as pd
 from ..config import ConfigError, ExperimentConfig
 from ..data.base import ArrayDataset, CXRDataset
 from ..data.labels import COMPETITION_LABELS
+from ..plots import plot_validation_curve  # noqa: F401  (the chapters call it as common.plot_validation_curve)
+from ..seed_contrasts import seed_average  # noqa: F401  (the chapters' summaries import it from here)
 from ..utils import derive_seed
 
 SMOKE_LABELS = ("Cardiomegaly", "Edema", "Pleural Effusion")
@@ -41,7 +43,8 @@ STUDY_PROFILES: dict[str, dict] = {
     # cpu: 400 steps of batch 64 is on the real arm's plateau (validation macro-AUROC of R = 969 phantom
     # images: 0.66 at 25 steps, 0.81 at 150, 0.80-0.82 from 150 to 600 steps; measured for issue 12)
     # ≥ 5 classifier seeds per arm: the primary p-values come from the variation across training seeds
-    "cpu": dict(clf_steps=400, clf_eval_every=25, n_seeds=5),
+    # executor "local": the arms x seeds classifiers on one worker process per core (1.2-1.3x on 2 cores, make bench)
+    "cpu": dict(clf_steps=400, clf_eval_every=25, n_seeds=5, executor="local"),
     "paper": dict(dataset="chexpert", image_size=256, labels=tuple(l for l in COMPETITION_LABELS), n_pool=None,
                   labeled_fraction=1.0, n_val=None, n_test=None, n_external=None, external_sites=(),
                   gen_channels=(128, 128, 256, 256, 512, 512), gen_layers=2, gen_label_channels=False, gen_steps=200_000, gen_checkpoints=(50_000, 100_000, 150_000),
@@ -109,8 +112,14 @@ class StudyConfig(ExperimentConfig):
     # space), a classifier trained on the labeled pool; its other settings are the clf_* ones
     oracle_arch: str = "small_cnn"
     oracle_epochs: int = 8
+    # where the arms x seeds classifiers train (cxrlib.executor): "serial" (this process), "local" / "local:N"
+    # (N worker processes, cores/N threads each), or a Dask scheduler address "tcp://host:8786"
+    executor: str = "serial"
 
     PROFILES: ClassVar = STUDY_PROFILES
+
+    def hash(self, exclude: tuple[str, ...] = ("device", "executor")) -> str:
+        return super().hash(exclude)  # where a classifier trains does not change what the run computes
 
     def validate(self) -> None:
         super().validate()
@@ -131,6 +140,11 @@ class StudyConfig(ExperimentConfig):
         if self.n_seeds < 1:
             raise ConfigError(f"parameter 'n_seeds': must be >= 1, got {self.n_seeds}")
         external_sites(self)  # ConfigError for a site that cannot be read on this dataset
+        from ..executor import parse_executor
+        try:
+            parse_executor(self.executor)
+        except ValueError as e:
+            raise ConfigError(f"parameter 'executor': {e}") from None
         for name in ("clf_steps", "clf_eval_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"parameter {name!r}: must be >= 1 or None, got {getattr(self, name)}")
@@ -347,10 +361,8 @@ def evaluate_arms(cfg: StudyConfig, arms: Mapping[str, Sequence[CXRDataset]], se
 
     Returns the results table with a ``test_set`` column (and ``policy``). Default ``test_sets``: the
     internal test set and every external site."""
-    from ..classify import predict
     from ..metrics import METRICS
     from ..stats import compare_arms, summarize_seeds
-    from ..utils import tqdm
 
     if reference not in arms:
         raise ValueError(f"reference arm {reference!r} is not among the arms {list(arms)}")
@@ -370,19 +382,31 @@ def evaluate_arms(cfg: StudyConfig, arms: Mapping[str, Sequence[CXRDataset]], se
         cols = [list(ds.label_names).index(l) for l in cfg.labels]
         return y[:, cols], m[:, cols]
 
-    # 1. train (or fetch) every arm x seed, and predict val and every test set once
+    # 1. train (or fetch) every arm x seed, and predict val and every test set once (cfg.executor: in
+    #    this process or in parallel workers; the cells are independent and meet in the cache)
+    import os
+    import time
+
+    from ..cache import record_events
+    from ..executor import run_grid
+
     jobs = [(seed, arm) for seed in cfg.clf_seeds() for arm in arms]
-    bar = tqdm(jobs, desc="classifier arms", unit="model", **({} if progress else {"disable": True}))
+    arm_sets = {arm: list(ds) for arm, ds in arms.items()}
+    cells = [dict(cfg=cfg, train_sets=arm_sets[arm], val=sets.val, test_sets=test_sets, seed=seed, balanced=arm in balanced)
+             for seed, arm in jobs]
     val_scores: dict[int, dict] = {}
     test_scores: dict[int, dict] = {}
     trained = []
-    for seed, arm in bar:
-        bar.set_postfix_str(f"{arm} seed {seed}")
-        model = train_cached_classifier(cfg, arms[arm], sets.val, seed=seed, balanced_sampling=arm in balanced, progress=False)
-        trained.append({"seed": seed, "arm": arm, **model.training_record})
-        val_scores.setdefault(seed, {})[arm] = predict(model, sets.val, device=cfg.device)
-        for t, ds in test_sets.items():
-            test_scores.setdefault(seed, {}).setdefault(t, {})[arm] = predict(model, ds, device=cfg.device)
+    t0 = time.perf_counter()
+    outs = run_grid(arm_cell, cells, executor=cfg.executor, desc="classifier arms", progress=progress)
+    overlap = (time.perf_counter() - t0) / max(sum(o[-1] for o in outs), 1e-9)  # < 1 when workers ran side by side
+    for (seed, arm), (record, val_s, test_s, pid, events, _) in zip(jobs, outs):
+        trained.append({"seed": seed, "arm": arm, **record})
+        val_scores.setdefault(seed, {})[arm] = val_s
+        for t, scores in test_s.items():
+            test_scores.setdefault(seed, {}).setdefault(t, {})[arm] = scores
+        if pid != os.getpid():
+            record_events(events, wall_share=min(overlap, 1.0))
     y_val, m_val = targets(sets.val)
     # 2. compare the arms per test set, seed (and policy)
     tables = []
@@ -404,6 +428,23 @@ def evaluate_arms(cfg: StudyConfig, arms: Mapping[str, Sequence[CXRDataset]], se
     return with_training_budget(pd.concat(tables, ignore_index=True), pd.DataFrame(trained), cfg)
 
 
+def arm_cell(cfg: StudyConfig, train_sets: list, val: CXRDataset, test_sets: dict, seed: int, balanced: bool):
+    """One arm x seed of :func:`evaluate_arms`: train (or fetch) its classifier, predict ``val`` and every
+    test set. Returns ``(training_record, val_scores, {test set: scores}, pid, cache events, seconds)``;
+    a top-level function, so a worker process of ``cfg.executor`` can run it."""
+    import os
+    import time
+
+    from .. import cache
+    from ..classify import predict
+
+    start, t0 = len(cache.events()), time.perf_counter()
+    model = train_cached_classifier(cfg, train_sets, val, seed=seed, balanced_sampling=balanced, progress=False)
+    tests = {t: predict(model, ds, device=cfg.device) for t, ds in test_sets.items()}
+    val_scores = predict(model, val, device=cfg.device)
+    return model.training_record, val_scores, tests, os.getpid(), cache.events()[start:], time.perf_counter() - t0
+
+
 def validation_curve(cfg: StudyConfig, train_sets: Sequence[CXRDataset], sets: RealSets, progress: bool = True) -> pd.DataFrame:
     """Validation macro-AUROC against optimizer steps of the classifier trained on ``train_sets`` (for
     every seed of ``cfg``; the same cached models as :func:`evaluate_arms`): ``seed, step, epoch,
@@ -412,23 +453,6 @@ def validation_curve(cfg: StudyConfig, train_sets: Sequence[CXRDataset], sets: R
     parts = [train_cached_classifier(cfg, train_sets, sets.val, seed=seed, progress=progress).training_history.assign(seed=seed)
              for seed in cfg.clf_seeds()]
     return pd.concat(parts, ignore_index=True)[["seed", "step", "epoch", "train_loss", "val_macro_auroc", "best"]]
-
-
-def plot_validation_curve(curve: pd.DataFrame, title: str = "R alone"):
-    """Validation macro-AUROC against optimizer steps, one line per seed, the kept weights marked."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for seed, g in curve.groupby("seed"):
-        line, = ax.plot(g["step"], g["val_macro_auroc"], marker=".", label=f"seed {seed}")
-        kept = g[g["best"].astype(bool)].tail(1)
-        ax.scatter(kept["step"], kept["val_macro_auroc"], s=80, facecolor="none", edgecolor=line.get_color(), zorder=3)
-    ax.set_xlabel("optimizer steps")
-    ax.set_ylabel("validation macro AUROC")
-    ax.set_title(f"{title}: validation curve over the step budget (circle: kept weights)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 def data_note(cfg: StudyConfig) -> str:
@@ -472,24 +496,7 @@ def with_training_budget(results: pd.DataFrame, trained: pd.DataFrame, cfg: Stud
     return out
 
 
-def seed_average(results: pd.DataFrame, by: Sequence[str] = ("test_set", "policy", "comparison", "arm", "label", "metric")
-                 ) -> pd.DataFrame:
-    """Summarize the per-seed rows of a results table, one row per group of ``by``: ``estimate`` (mean
-    over seeds), ``ci_low``/``ci_high`` (the envelope of the per-seed patient-level bootstrap 95 %
-    CIs: the lowest lower and the highest upper bound, so it covers each seed's test-set uncertainty
-    and the spread between seeds), ``seed_sd`` (sd over seeds), ``n_seeds`` and ``p_adj_seeds`` (the
-    *largest* per-seed Holm-adjusted p-value: below alpha means significant in every seed).
 
-    Why not the ``pooled`` rows of :func:`cxrlib.stats.summarize_seeds`: their t-interval over seeds
-    has ``n_seeds - 1`` degrees of freedom, so with the 2-3 seeds a CPU budget allows it is wider than
-    [0, 1] (t = 12.7 for 2 seeds) and their paired t-test can hardly reject; they stay in the results
-    table for runs with more seeds."""
-    r = results[results.seed.astype(str) != "pooled"]
-    by = [c for c in by if c in r.columns]
-    g = r.groupby(by, sort=False, dropna=False)
-    return g.agg(estimate=("estimate", "mean"), ci_low=("ci_low", "min"), ci_high=("ci_high", "max"),
-                 seed_sd=("estimate", "std"), n_seeds=("estimate", "size"), p_adj_seeds=("p_adj", "max"),
-                 test=("test", "first")).reset_index()
 
 
 def headline(results: pd.DataFrame, metric: str = "auroc", label: str = "macro", test_set: str = "internal") -> pd.DataFrame:

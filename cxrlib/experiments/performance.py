@@ -26,10 +26,11 @@ class Config(ExperimentConfig):
     sampler_images: int = 16  # images per sampler benchmark
     generator_profile: str = "cpu"  # whose study generator recipe is timed: smoke | cpu | paper
     sampler_steps: tuple[int, int, int] = (250, 50, 20)  # DDPM, DDIM, DPM-Solver++ steps
+    worker_steps: int = 40  # steps per training of the executor benchmark (serial vs one worker per core)
 
     PROFILES: ClassVar = {
         "smoke": dict(phantom_images=300, classifier_images=128, generator_steps=2, sampler_images=4,
-                      generator_profile="smoke", sampler_steps=(20, 5, 5)),
+                      generator_profile="smoke", sampler_steps=(20, 5, 5), worker_steps=5),
         "cpu": {},
         "paper": dict(phantom_images=10000, classifier_images=2048, generator_steps=50, sampler_images=64),
     }
@@ -49,6 +50,7 @@ def benchmarks(cfg: Config) -> pd.DataFrame:
     rows = bench.bench_phantom(n=cfg.phantom_images, size=64)
     rows += bench.bench_classifier(size=32, n=cfg.classifier_images)
     rows += bench.bench_classifier(size=64, n=cfg.classifier_images)
+    rows += bench.bench_workers(size=32, steps=cfg.worker_steps)
     rows += bench.bench_generator(profile=cfg.generator_profile, steps=cfg.generator_steps, n_sample=cfg.sampler_images,
                                   sampler_steps=dict(zip(("ddpm", "ddim", "dpm++"), cfg.sampler_steps)))
     return pd.DataFrame(rows).assign(**{k: str(v) for k, v in bench.machine().items()})
@@ -123,6 +125,18 @@ def plot_stage_times(stages: pd.DataFrame):
     ax.set_title(f"where the time goes: {left.sum():.1f} min in total", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def executor_text(bench_df: pd.DataFrame) -> str:
+    """One sentence on the measured speed-up of running the arms x seeds grid on one worker process per
+    core (:func:`cxrlib.bench.bench_workers`), or why it was not measured."""
+    r = bench_df[(bench_df["benchmark"] == "classifier grid") & (bench_df["unit"] == "x")]
+    if r.empty:
+        return "The executor benchmark needs at least two cores; this machine has one, so it was not run."
+    setting, ratio = r["setting"].iloc[0], float(r["value"].iloc[0])
+    return (f"Training the independent classifiers of an arms x seeds grid on one worker process per core "
+            f"(`executor = \"{setting.split()[0]}\"`) is **{ratio:.2f}×** as fast as training them one after another in one "
+            f"process with every core's threads (worker start-up included).")
 
 
 def plot_throughput(bench_df: pd.DataFrame):
