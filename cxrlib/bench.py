@@ -54,14 +54,15 @@ def _random_set(n: int, size: int):
     return ArrayDataset(imgs, meta)
 
 
-def bench_classifier(size: int = 32, arch: str = "small_cnn", n: int = 512, batch_size: int = 64) -> list[dict]:
+def bench_classifier(size: int = 32, arch: str = "small_cnn", n: int = 512, batch_size: int = 64, device: str = "cpu") -> list[dict]:
     """Training throughput of a classifier (one epoch over ``n`` random images after a warm-up)."""
     from .classify import train_classifier
 
     ds = _random_set(n, size)
-    train_classifier(train=ds.subset(range(batch_size)), val=None, arch=arch, epochs=1, batch_size=batch_size, progress=False)
+    train_classifier(train=ds.subset(range(batch_size)), val=None, arch=arch, epochs=1, batch_size=batch_size, device=device,
+                     progress=False)
     t0 = time.perf_counter()
-    train_classifier(train=ds, val=None, arch=arch, epochs=1, batch_size=batch_size, progress=False)
+    train_classifier(train=ds, val=None, arch=arch, epochs=1, batch_size=batch_size, device=device, progress=False)
     sec = time.perf_counter() - t0
     return [_row("classifier training", f"{arch} {size}px batch {batch_size}", n / sec, "images/s")]
 
@@ -72,7 +73,7 @@ def _train_one(size: int, n: int, steps: int, seed: int) -> None:
     train_classifier(train=_random_set(n, size), val=None, steps=steps, seed=seed, progress=False)
 
 
-def bench_workers(size: int = 32, steps: int = 40, workers: int | None = None) -> list[dict]:
+def bench_workers(size: int = 32, steps: int = 100, workers: int | None = None) -> list[dict]:
     """An arms x seeds grid (``2 x workers`` independent small_cnn trainings of ``steps`` steps) in this
     process with every core's threads (executor ``serial``) and on ``workers`` processes with
     cores/workers threads each (``local:N``, worker start-up included): the speed-up of ``executor``."""
@@ -95,7 +96,7 @@ def bench_workers(size: int = 32, steps: int = 40, workers: int | None = None) -
 
 
 def bench_generator(profile: str = "cpu", steps: int = 20, n_sample: int = 32, tmp_dir: str | None = None,
-                    sampler_steps: dict | None = None) -> list[dict]:
+                    sampler_steps: dict | None = None, device: str = "cpu") -> list[dict]:
     """Generator training throughput (``steps`` optimizer steps of the study's generator recipe at
     ``profile``: :func:`cxrlib.experiments.synthetic.generator_options`) and sampler speed
     (``sampler_steps``: sampler -> step count; default DDPM-250, DDIM-50, DPM-Solver++-20)."""
@@ -109,53 +110,65 @@ def bench_generator(profile: str = "cpu", steps: int = 20, n_sample: int = 32, t
     size, bs = p["image_size"], p["batch_size"]
     n = bs * 4
     ds = _random_set(n, size)
-    p.update(total_steps=steps, checkpoint_every=0, sample_every=0, warmup_steps=1, progress=False)
+    p.update(total_steps=steps, checkpoint_every=0, sample_every=0, warmup_steps=1, progress=False, device=device)
     with tempfile.TemporaryDirectory(dir=tmp_dir) as d:
         t0 = time.perf_counter()
         model_dir = train_generator(train_data=ds, out_dir=Path(d) / "run", **p)
         sec = time.perf_counter() - t0
         model = load_generator(model_dir)
     rows = [_row("generator training", f"{profile} recipe {size}px batch {bs}", steps * bs / sec, "images/s")]
-    t = time_samplers(model, n_images=n_sample, batch_size=n_sample, steps=sampler_steps or {"ddpm": 250, "ddim": 50, "dpm++": 20})
+    t = time_samplers(model, n_images=n_sample, batch_size=n_sample, steps=sampler_steps or {"ddpm": 250, "ddim": 50, "dpm++": 20},
+                      device=device)
     for r in t.itertuples():
         rows.append(_row("sampling", f"{r.sampler}-{r.steps} {size}px", r.images_per_s, "images/s"))
         rows.append(_row("sampling", f"{r.sampler}-{r.steps} {size}px", r.image_steps_per_s, "image-steps/s"))
     return rows
 
 
-def machine() -> dict:
-    return {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+def results_dir() -> Path:
+    """Where ``cxr bench`` writes and ``cxr run --plan`` reads results: ``$CXR_BENCH_DIR`` or ``bench/results``."""
+    from .utils import project_root
+
+    return Path(os.environ.get("CXR_BENCH_DIR") or project_root() / "bench" / "results")
+
+
+def machine(device: str = "cpu") -> dict:
+    return {"device": device, "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpus": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor()}
 
 
-def run_all(quick: bool = False) -> pd.DataFrame:
+def run_all(quick: bool = False, device: str = "cpu") -> pd.DataFrame:
+    """Every benchmark; on a GPU (``device``) the training and sampling ones, which the cost plan reads."""
     rows = []
-    rows += bench_phantom(n=2000 if quick else 10000, size=64)
-    rows += bench_classifier(size=32, n=256 if quick else 1024)
-    rows += bench_classifier(size=64, n=256 if quick else 512)
-    rows += bench_workers(steps=10 if quick else 40)
-    rows += bench_generator(steps=5 if quick else 20, n_sample=8 if quick else 32)
+    if device == "cpu":
+        rows += bench_phantom(n=2000 if quick else 10000, size=64)
+    rows += bench_classifier(size=32, n=256 if quick else 1024, device=device)
+    rows += bench_classifier(size=64, n=256 if quick else 512, device=device)
+    if device == "cpu":
+        rows += bench_workers(steps=10 if quick else 100)
+    rows += bench_generator(steps=5 if quick else 20, n_sample=8 if quick else 32, device=device)
     return pd.DataFrame(rows)
 
 
 def _cmd_bench(args) -> int:
     from .io import atomic_write_json
-    from .utils import project_root
 
-    df = run_all(quick=args.quick)
-    out = Path(args.out) if args.out else project_root() / "bench" / "results"
+    df = run_all(quick=args.quick, device=args.device)
+    out = Path(args.out) if args.out else results_dir()
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     df.to_csv(out / f"bench-{stamp}.csv", index=False)
-    atomic_write_json(out / f"bench-{stamp}.json", {"machine": machine(), "rows": df.to_dict("records")})
+    atomic_write_json(out / f"bench-{stamp}.json", {"machine": machine(args.device), "rows": df.to_dict("records")})
     with pd.option_context("display.max_colwidth", 60, "display.width", 140):
         print(df.to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
-    print(f"\nwritten to {out}/bench-{stamp}.csv ({json.dumps(machine())})")
+    print(f"\nwritten to {out}/bench-{stamp}.csv ({json.dumps(machine(args.device))})")
     return 0
 
 
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser("bench", help="benchmarks: phantom rendering, classifier/generator training, samplers")
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke check of the benchmark itself)")
-    p.add_argument("--out", default=None, help="folder for the results (default: bench/results/)")
+    p.add_argument("--out", default=None, help="folder for the results (default: $CXR_BENCH_DIR or bench/results/)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:1 | mps: the device the training and sampling "
+                                                   "benchmarks run on (cxr run --plan reads the results of its run's device)")
     p.set_defaults(func=_cmd_bench)

@@ -344,8 +344,29 @@ def run_notebook(
 
 
 # --- command line ------------------------------------------------------------------------------------
+def plan_run(notebook, params: Mapping[str, Any] | None = None, *, profile: str | None = None,
+             raw: Mapping[str, str] | None = None, budget_hours: float | None = None) -> str:
+    """The cost plan of a run (:mod:`cxrlib.plan`) as text; a UserError if it exceeds ``budget_hours``."""
+    from . import plan
+
+    spec = read_notebook(notebook)
+    cfg, _ = resolve_config(spec, params or {}, profile, raw=raw)
+    sizes, jobs = plan.plan_for(cfg, spec.path.name)
+    rates = plan.bench_rates(device=cfg.device)
+    est = plan.estimate(jobs, cfg, rates)
+    text = plan.plan_text(spec.path.name, cfg, sizes, est, rates)
+    plan.check_budget(est, budget_hours)
+    return text
+
+
 def _cmd_run(args) -> int:
     params = collect_params(args.param, args.params_file)
+    if args.plan or args.budget is not None:
+        text = plan_run(args.notebook, params, profile=args.profile, raw={name: t for name, t in args.param},
+                        budget_hours=args.budget)  # over the budget: a UserError, and nothing runs
+        if args.plan:
+            print(text)
+            return 0
     result = run_notebook(args.notebook, params, profile=args.profile, runs_dir=args.runs_dir, force=args.force,
                           raw={name: text for name, text in args.param})  # a RunError is one line (cli.main)
     if result.status == "up-to-date":
@@ -371,4 +392,9 @@ def register_cli(subparsers) -> None:
     p.add_argument("--profile", choices=PROFILE_NAMES, default=None, help="smoke | cpu | cpu-full | paper (default: cpu)")
     p.add_argument("--runs-dir", default=None, help="root of run folders (default: $CXR_RUNS_DIR or <project>/runs)")
     p.add_argument("--force", action="store_true", help="rerun even if a complete run with this config exists")
+    p.add_argument("--plan", action="store_true",
+                   help="print every generator, sampling and classifier job the run needs, the time estimate and the "
+                        "memory bound (from make bench's rates), and exit without running")
+    p.add_argument("--budget", type=float, default=None, metavar="HOURS",
+                   help="refuse to start a run whose planned time exceeds HOURS (naming the parameters to change)")
     p.set_defaults(func=_cmd_run)

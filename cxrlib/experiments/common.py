@@ -43,7 +43,7 @@ STUDY_PROFILES: dict[str, dict] = {
     # cpu: 400 steps of batch 64 is on the real arm's plateau (validation macro-AUROC of R = 969 phantom
     # images: 0.66 at 25 steps, 0.81 at 150, 0.80-0.82 from 150 to 600 steps; measured for issue 12)
     # ≥ 5 classifier seeds per arm: the primary p-values come from the variation across training seeds
-    # executor "local": the arms x seeds classifiers on one worker process per core (1.2-1.3x on 2 cores, make bench)
+    # executor "local": the arms x seeds classifiers on one worker process per core (1.09x on 2 cores, more with more; make bench)
     "cpu": dict(clf_steps=400, clf_eval_every=25, n_seeds=5, executor="local"),
     "paper": dict(dataset="chexpert", image_size=256, labels=tuple(l for l in COMPETITION_LABELS), n_pool=None,
                   labeled_fraction=1.0, n_val=None, n_test=None, n_external=None, external_sites=(),

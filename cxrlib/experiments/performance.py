@@ -26,7 +26,7 @@ class Config(ExperimentConfig):
     sampler_images: int = 16  # images per sampler benchmark
     generator_profile: str = "cpu"  # whose study generator recipe is timed: smoke | cpu | paper
     sampler_steps: tuple[int, int, int] = (250, 50, 20)  # DDPM, DDIM, DPM-Solver++ steps
-    worker_steps: int = 40  # steps per training of the executor benchmark (serial vs one worker per core)
+    worker_steps: int = 100  # steps per training of the executor benchmark (serial vs one worker per core)
 
     PROFILES: ClassVar = {
         "smoke": dict(phantom_images=300, classifier_images=128, generator_steps=2, sampler_images=4,

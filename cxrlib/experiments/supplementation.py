@@ -427,3 +427,43 @@ def mixing_summary(results: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
                     row.update({f"vs_{tag}": ev.estimate, f"vs_{tag}_ci": ci, f"vs_{tag}_p": ev.p})
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def plan_jobs(cfg: Config, sizes: dict[str, int], labeled) -> list:
+    """The jobs of a run of this chapter (``cxr run --plan``, :mod:`cxrlib.plan`): the generator sources,
+    their synthetic streams and every arm x seed of the main grid, the mixing arms and the regime map,
+    with the arms assembled by :func:`build_arms`, :func:`mixing_arms` and the regime map's rule on
+    stand-in sets. Work the regime map shares with the main grid (R_f = R) is counted once."""
+    from ..plan import Job, classifier_jobs, stand_in
+    from .regime import arm_name as regime_arm
+
+    n, size, nfe = sizes["train"], cfg.image_size, cfg.sampler_steps * (2 if cfg.guidance else 1)
+    jobs = [Job("generator", f"{R_ONLY} {k + 1}: conditional DDPM on R, seed {cfg.seed + k}", cfg.gen_steps,
+                cfg.gen_batch_size, size, "generator", n) for k in range(cfg.n_generators)]
+    if cfg.pool_pretrained:
+        jobs.append(Job("generator", "unconditional DDPM pretrained on the pool", cfg.gen_steps, cfg.gen_batch_size, size,
+                        "generator", sizes["pool"]))
+        jobs.append(Job("generator", f"{POOL}: fine-tuned on R", cfg.ft_steps, cfg.gen_batch_size, size, "generator", n))
+    streams = {s: stand_in(synthetic_needed(cfg, n, source=s)) for s in source_names(cfg)}
+    jobs += [Job("sampling", f"{s} stream", nfe, len(d), size, "generator", len(d)) for s, d in streams.items()]
+    _, table = build_arms(cfg, stand_in(n), streams)
+    tests = sizes["test"] + (sum(v for k, v in sizes.items() if k.startswith("external ")) if cfg.evaluate_external else 0)
+    jobs += classifier_jobs(cfg, dict(zip(table.arm, table.n_train)), sizes, tests)
+    if cfg.mixing_site:
+        _, mix = mixing_arms(cfg, stand_in(n), streams[f"{R_ONLY} 1"])
+        jobs += classifier_jobs(cfg, dict(zip(mix.arm, mix.n_train)), sizes, sizes["test"])
+    for f in sorted(cfg.regime_fractions):
+        shared = abs(f - cfg.labeled_fraction) < 1e-9  # R_f is R: the main grid's generator, stream and arms
+        n_f, arms = labeled(f), {}
+        if not shared:
+            jobs.append(Job("generator", f"{POOL}: fine-tuned on R{f:.0%}", cfg.ft_steps, cfg.gen_batch_size, size, "generator", n_f))
+            m = n_images(max(cfg.regime_percents), n_f)
+            jobs.append(Job("sampling", f"{POOL} stream of R{f:.0%}", nfe, m, size, "generator", m))
+            arms[regime_arm(f, "real")] = n_f
+        for p in sorted(cfg.regime_percents):
+            if not (shared and p in cfg.supplement_percents):
+                arms[regime_arm(f, "synthetic", p)] = n_f + n_images(p, n_f)
+            if not (shared and p in cfg.duplicate_percents):
+                arms[regime_arm(f, "duplicates", p)] = n_f + n_images(p, n_f)
+        jobs += classifier_jobs(cfg, arms, sizes, sizes["test"])
+    return jobs

@@ -1,0 +1,264 @@
+"""The cost plan of a run, before it starts: ``cxr run NB --plan [--budget HOURS]``.
+
+A chapter that can be planned has ``plan_jobs(cfg, sizes) -> list[Job]``: every generator training,
+sampling and classifier training its run needs, derived from the config by the same functions that
+build its arms (so the plan cannot drift from what runs). :func:`set_sizes` counts the images of
+each set from the dataset's metadata, reading no image (on CheXpert and NIH without ``root``, from
+the label files torchxrayvision ships).
+
+**The estimate** (:func:`estimate`): each job's optimizer steps (or network evaluations) times its
+batch, divided by a rate measured by ``make bench`` on this machine (the latest run in
+``$CXR_BENCH_DIR``, default ``bench/results/``; without one, a short benchmark runs first). A model or size the benchmark did not time is
+scaled by its forward FLOPs per image (``torch.utils.flop_counter`` on the meta device: nothing is
+computed) against the benchmarked one, e.g. densenet121 at 256 px from small_cnn at 32 px — an
+extrapolation that assumes the same achieved FLOP/s, so it is a rough guide, not a promise. The
+rates are those of the run's ``device``: for a GPU run, ``cxr bench --device cuda`` on that machine
+first (without such results the plan says so rather than guess from the CPU). Every job is counted as if the cache were empty: what earlier
+runs cached makes the run shorter, never longer.
+
+**The memory bound**: the in-memory data path holds a job's whole training set as uint8 images
+(``x3`` for the copies made while concatenating arms) plus the model's weights, gradients and Adam
+moments; the largest job sets the bound.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+
+from .errors import UserError
+
+KINDS = ("generator", "sampling", "classifier")
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    kind: str  # generator | sampling | classifier
+    name: str  # what it is, e.g. "real+synthetic 1000% [R-only 1], seed 2"
+    steps: int  # optimizer steps; sampling: network evaluations per image (sampler steps x 2 under guidance)
+    batch: int  # images per step; sampling: images sampled
+    image_size: int
+    model: str  # classifier architecture, or "generator"
+    held_images: int  # images the job holds in memory (its training set, or the images it samples)
+    eval_images: int = 0  # images it predicts (validations and test sets), classifiers only
+
+
+def set_sizes(cfg) -> tuple[dict[str, int], Callable[[float], int]]:
+    """Images in the pool, R (``train``), val, test and each external site of a study config, and a
+    function ``labeled(f)``: the images of R_f (the pool's nested labeled subset f), all from the
+    metadata (no image is read)."""
+    from .data import load_meta
+    from .experiments.common import external_sites
+
+    def count(split, n_max):
+        return len(load_meta(cfg.dataset, root=cfg.root, split=split, n_max=n_max)[0])
+
+    pool, _ = load_meta(cfg.dataset, root=cfg.root, split="train", n_max=cfg.n_pool)
+    frac = pd.to_numeric(pool["labeled_frac"], errors="coerce") if "labeled_frac" in pool else pd.Series(1.0, index=pool.index)
+
+    def labeled(f: float) -> int:
+        return len(pool) if f >= 1 else int((frac <= f + 1e-9).sum())
+
+    sizes = {"pool": len(pool), "train": labeled(cfg.labeled_fraction), "val": count("val", cfg.n_val),
+             "test": count("test", cfg.n_test)}
+    for site, root in external_sites(cfg).items():
+        sizes[f"external {site}"] = (cfg.n_external or 1000) if root is None else \
+            len(load_meta(site, root=root, split="test", n_max=cfg.n_external)[0])
+    return sizes, labeled
+
+
+@functools.lru_cache(maxsize=None)
+def classifier_flops(arch: str, size: int, n_outputs: int = 5) -> float:
+    """Forward FLOPs per image of a classifier (counted on the meta device)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .models.classifiers import build_classifier
+
+    with torch.device("meta"):
+        model = build_classifier(arch, n_outputs, in_channels=1, image_size=size)
+        x = torch.zeros(1, 1, size, size)
+    with FlopCounterMode(display=False) as fc:
+        model(x)
+    return float(fc.get_total_flops())
+
+
+@functools.lru_cache(maxsize=None)
+def _generator_flops(options_json: str) -> tuple[float, int]:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .models.unet import Condition, ConditionalUNet, generator_config
+
+    o = json.loads(options_json)
+    keys = ("image_size", "labels", "channels", "layers_per_block", "attention", "dropout", "norm_groups", "cond_hidden",
+            "prediction_type", "beta_schedule", "time_scale_shift", "label_channels")
+    conf = generator_config(**{k: o[k] for k in keys})
+    s, n = o["image_size"], len(o["labels"])
+    with torch.device("meta"):
+        model = ConditionalUNet(conf)
+        x, t = torch.zeros(1, 1, s, s), torch.zeros(1, dtype=torch.long)
+        cond = Condition(torch.zeros(1, n), torch.ones(1, n, dtype=torch.bool), torch.zeros(1, dtype=torch.long), torch.zeros(1))
+    with FlopCounterMode(display=False) as fc:
+        model(x, t, cond)
+    return float(fc.get_total_flops()), sum(p.numel() for p in model.parameters())
+
+
+def generator_flops(cfg) -> tuple[float, int]:
+    """Forward FLOPs per image and parameters of the study's generator recipe of ``cfg`` (on the meta device)."""
+    from .experiments.synthetic import generator_options
+
+    return _generator_flops(json.dumps(generator_options(cfg), sort_keys=True, default=list))
+
+
+def bench_rates(results_dir: str | Path | None = None, device: str = "cpu") -> dict[str, Any]:
+    """The reference rates of the latest ``make bench`` run on ``device`` (``bench/results/bench-*.json``): classifier
+    training images/s of small_cnn at 32 px, generator training images/s and DDIM image-steps/s of the
+    benchmarked recipe (``recipe``: its profile). Without results, runs the quick benchmarks first."""
+    from . import bench
+
+    folder = Path(results_dir) if results_dir else bench.results_dir()
+    kind = device.split(":")[0]
+    files = [f for f in sorted(folder.glob("bench-*.json"))
+             if json.loads(f.read_text()).get("machine", {}).get("device", "cpu").split(":")[0] == kind]
+    if files:
+        rows, source = json.loads(files[-1].read_text())["rows"], str(files[-1])
+    elif kind != "cpu":
+        raise UserError(f"no benchmark results on {device!r} in {folder}: run `cxr bench --device {device}` on the machine "
+                        "that will run the study, then plan again")
+    else:  # a short benchmark now (about a minute on 2 cores); make bench measures longer and keeps its results
+        rows = bench.bench_classifier(size=32, n=512) + bench.bench_generator(steps=10, n_sample=32, sampler_steps={"ddim": 10})
+        source = f"a short benchmark run now (no make bench results in {folder})"
+    df = pd.DataFrame(rows)
+
+    def pick(benchmark, unit, contains):
+        r = df[(df.benchmark == benchmark) & (df.unit == unit) & df.setting.str.contains(contains, regex=False)]
+        if r.empty:
+            raise UserError(f"{source} has no '{benchmark}' rate ({contains}); rerun `make bench`")
+        return float(r["value"].iloc[0]), str(r["setting"].iloc[0])
+
+    clf, _ = pick("classifier training", "images/s", "small_cnn 32px")
+    gen, gen_setting = pick("generator training", "images/s", "recipe")
+    nfe, _ = pick("sampling", "image-steps/s", "ddim")
+    return {"classifier": clf, "generator": gen, "nfe": nfe, "recipe": gen_setting.split()[0], "source": source}
+
+
+def estimate(jobs: Sequence[Job], cfg, rates: dict[str, Any]) -> pd.DataFrame:
+    """One row per job with ``seconds`` (see the module docstring) and ``memory_gb``."""
+    from .experiments.common import StudyConfig
+
+    ref_clf = classifier_flops("small_cnn", 32)
+    ref_gen, _ = generator_flops(StudyConfig.from_params(profile=rates["recipe"]))
+    gen, gen_params = generator_flops(cfg)
+    rows = []
+    for j in jobs:
+        if j.kind == "classifier":
+            scale = classifier_flops(j.model, j.image_size, len(cfg.labels)) / ref_clf
+            sec = (j.steps * j.batch + j.eval_images / 3) * scale / rates["classifier"]  # a forward is ~1/3 of a step
+            params = 4 * 4 * _classifier_params(j.model, j.image_size, len(cfg.labels))
+        elif j.kind == "generator":
+            sec, params = j.steps * j.batch * (gen / ref_gen) / rates["generator"], 5 * 4 * gen_params  # + the EMA copy
+        else:
+            sec, params = j.steps * j.batch * (gen / ref_gen) / rates["nfe"], 4 * gen_params
+        memory = 3 * j.held_images * j.image_size ** 2 + params
+        rows.append({**dataclasses.asdict(j), "seconds": sec, "memory_gb": memory / 1e9})
+    return pd.DataFrame(rows)
+
+
+@functools.lru_cache(maxsize=None)
+def _classifier_params(arch: str, size: int, n_outputs: int) -> int:
+    import torch
+
+    from .models.classifiers import build_classifier
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in build_classifier(arch, n_outputs, in_channels=1, image_size=size).parameters())
+
+
+# The parameters that drive each kind of job: what a budget-exceeding run should change.
+DRIVERS = {"classifier": "n_seeds, clf_steps, clf_arch, image_size and the arms (e.g. supplement_percents)",
+           "generator": "gen_steps, gen_channels, image_size and the generator count (e.g. n_generators, ft_steps)",
+           "sampling": "sampler_steps, guidance and the largest synthetic percentage"}
+
+
+def summarize(est: pd.DataFrame) -> pd.DataFrame:
+    """Per kind: jobs, optimizer steps (network evaluations for sampling), images, hours, peak memory."""
+    g = est.assign(images=est.steps * est.batch).groupby("kind", sort=False)
+    out = g.agg(jobs=("name", "size"), steps=("steps", "sum"), images=("images", "sum"), hours=("seconds", "sum"),
+                peak_memory_gb=("memory_gb", "max"))
+    out["hours"] /= 3600
+    return out.reindex([k for k in KINDS if k in out.index])
+
+
+def check_budget(est: pd.DataFrame, budget_hours: float | None) -> None:
+    """A :class:`UserError` when the estimate exceeds ``budget_hours``, naming the largest kind of job
+    and the parameters that drive it."""
+    if budget_hours is None:
+        return
+    total = est["seconds"].sum() / 3600
+    if total > budget_hours:
+        by = est.groupby("kind")["seconds"].sum().sort_values(ascending=False) / 3600
+        worst = by.index[0]
+        raise UserError(f"the plan needs about {total:,.1f} h, over the budget of {budget_hours:g} h; most of it is "
+                        f"{worst} ({by.iloc[0]:,.1f} h): reduce {DRIVERS[worst]}")
+
+
+def plan_text(notebook: str, cfg, sizes: dict[str, int], est: pd.DataFrame, rates: dict[str, Any]) -> str:
+    """The printed plan: the sets, every job, the totals per kind, the memory bound and the rates used."""
+    lines = [f"plan of {notebook} at profile {cfg.profile!r} (device {cfg.device}, dataset {cfg.dataset})",
+             "sets: " + ", ".join(f"{k} {v:,}" for k, v in sizes.items()), ""]
+    with pd.option_context("display.width", 160, "display.max_rows", None, "display.max_colwidth", 70):
+        jobs = est[["kind", "name", "steps", "batch", "image_size", "model", "held_images"]].assign(
+            minutes=(est.seconds / 60).round(1))
+        lines += [jobs.to_string(index=False), "", summarize(est).round(2).to_string(), ""]
+    total = est["seconds"].sum()
+    when = f"{total / 3600:,.1f} h" if total >= 3600 else f"{total / 60:,.0f} min"
+    lines.append(f"total: about {when} on this machine's measured rates, every job counted as uncached; "
+                 f"peak memory about {est.memory_gb.max():,.1f} GB (in-memory data path)")
+    lines.append(f"rates: {rates['source']} (classifier {rates['classifier']:,.0f} images/s small_cnn 32 px; generator "
+                 f"{rates['generator']:,.1f} images/s and {rates['nfe']:,.0f} image-steps/s for the {rates['recipe']} "
+                 "recipe); other models and sizes scaled by forward FLOPs")
+    return "\n".join(lines)
+
+
+def plan_for(cfg, notebook: str) -> tuple[dict[str, int], list[Job]]:
+    """The sets and jobs of ``cfg``'s chapter (its module's ``plan_jobs``), or a UserError naming the
+    chapters that can be planned."""
+    import sys
+
+    module = sys.modules[type(cfg).__module__]
+    fn = getattr(module, "plan_jobs", None)
+    if fn is None:
+        raise UserError(f"{notebook}: this chapter has no cost plan yet (plan_jobs in {module.__name__}); "
+                        "chapters with one: 05_supplementation")
+    sizes, labeled = set_sizes(cfg)
+    return sizes, fn(cfg, sizes, labeled)
+
+
+def stand_in(n: int):
+    """A dataset of ``n`` one-pixel images: what a chapter's arm builders need to say which sets an arm
+    concatenates and how large they are, without any image."""
+    import numpy as np
+
+    from .data.base import ArrayDataset
+    from .data.labels import CHEXPERT_LABELS
+
+    meta = pd.DataFrame(0.0, index=range(n), columns=list(CHEXPERT_LABELS)).assign(patient_id="p", sex="F", age=60.0)
+    return ArrayDataset(np.zeros((n, 1, 1), np.uint8), meta, name=f"stand-in {n}")
+
+
+def classifier_jobs(cfg, arms: dict[str, int], sizes: dict[str, int], tests: int | None = None) -> list[Job]:
+    """One job per arm (``{arm: training images}``) x classifier seed under ``cfg``'s recipe, validated
+    every ``clf_eval_every`` steps on val and predicting val and ``tests`` test images once."""
+    steps_of = {a: cfg.clf_steps or cfg.clf_epochs * math.ceil(n / cfg.clf_batch_size) for a, n in arms.items()}
+    every = cfg.clf_eval_every or max(1, (cfg.clf_steps or 10) // 10)
+    tests = sizes["test"] if tests is None else tests
+    return [Job("classifier", f"{a}, seed {s}", steps_of[a], cfg.clf_batch_size, cfg.image_size, cfg.clf_arch, n,
+                eval_images=(math.ceil(steps_of[a] / every) + 1) * sizes["val"] + tests)
+            for s in cfg.clf_seeds() for a, n in arms.items()]
