@@ -3,7 +3,10 @@
 One plain training loop, :func:`train_classifier`, for multi-label (one sigmoid/BCE per label, the
 CheXpert setting) and multi-class (softmax/cross-entropy over mutually exclusive classes, e.g.
 Kermany's normal/bacterial/viral) training on any mix of real and synthetic sets. Images are held
-in memory as uint8 (``CXRDataset.to_tensors()``) and converted per batch.
+in memory as uint8 (``CXRDataset.to_tensors()``) and converted per batch, or (``data_workers``)
+streamed: decoded per batch by DataLoader workers from the sets an arm is made of
+(:class:`StreamedImages`), memory bounded by the batch; both paths give the same bytes in the same
+batches, hence the same weights.
 
 Reproducibility: on CPU the same ``seed`` gives bit-identical weights. Weight initialization and
 dropout draw from torch's global RNG, which the loop seeds inside ``torch.random.fork_rng`` (the
@@ -46,29 +49,72 @@ CONFIG_FILE = "classifier.json"
 
 
 # --- data -----------------------------------------------------------------------------------------
-def _tensors(ds: CXRDataset, labels: Sequence[str], progress: bool):
-    """``(images uint8 [N,1,S,S], y float32 [N,L], mask bool [N,L])`` with the columns of ``labels``."""
+def _columns(ds: CXRDataset, labels: Sequence[str]) -> list[int]:
     missing = [l for l in labels if l not in ds.label_names]
     if missing:
         raise ValueError(f"dataset {ds.name!r} has no label(s) {missing}; its labels are {list(ds.label_names)}")
+    return [list(ds.label_names).index(l) for l in labels]
+
+
+def _tensors(ds: CXRDataset, labels: Sequence[str], progress: bool):
+    """``(images uint8 [N,1,S,S], y float32 [N,L], mask bool [N,L])`` with the columns of ``labels``."""
+    cols = _columns(ds, labels)
     x, y, m = ds.to_tensors(progress=progress)
-    cols = [list(ds.label_names).index(l) for l in labels]
     return x, y[:, cols], m[:, cols]
 
 
-def load_training_data(datasets: CXRDataset | Sequence[CXRDataset], labels: Sequence[str], progress: bool = False):
-    """Concatenate one or several datasets (e.g. real + synthetic) into in-memory tensors; all must
-    have the same image size and the requested ``labels``."""
-    if isinstance(datasets, CXRDataset):
-        datasets = [datasets]
-    datasets = list(datasets)
+def _checked_sets(datasets: CXRDataset | Sequence[CXRDataset]) -> list[CXRDataset]:
+    datasets = [datasets] if isinstance(datasets, CXRDataset) else list(datasets)
     if not datasets:
         raise ValueError("train needs at least one dataset")
     sizes = {d.name: d.size for d in datasets}
     if len(set(sizes.values())) != 1:
         raise ValueError(f"training datasets differ in image size: {sizes}")
-    parts = [_tensors(d, labels, progress) for d in datasets]
+    return datasets
+
+
+def load_training_data(datasets: CXRDataset | Sequence[CXRDataset], labels: Sequence[str], progress: bool = False):
+    """Concatenate one or several datasets (e.g. real + synthetic) into in-memory tensors; all must
+    have the same image size and the requested ``labels``."""
+    parts = [_tensors(d, labels, progress) for d in _checked_sets(datasets)]
     return tuple(torch.cat(t) for t in zip(*parts))
+
+
+def load_targets(datasets: CXRDataset | Sequence[CXRDataset], labels: Sequence[str]):
+    """``(y float32 [N, L], mask bool [N, L])`` of the concatenated datasets, reading no image."""
+    parts = []
+    for d in _checked_sets(datasets):
+        cols, (y, m) = _columns(d, labels), d.targets()
+        parts.append((torch.from_numpy(np.ascontiguousarray(y[:, cols])), torch.from_numpy(np.ascontiguousarray(m[:, cols]))))
+    return torch.cat([y for y, _ in parts]), torch.cat([m for _, m in parts])
+
+
+class StreamedImages(torch.utils.data.Dataset):
+    """The images of one or several datasets as one index space, decoded on demand (in DataLoader
+    workers): an arm of real + synthetic + duplicates is an index plan over its sources, never one
+    concatenated tensor, so memory is bounded by the batches in flight, not by the set size. Item
+    ``i`` is ``(i, uint8 image [1, S, S])``, the same bytes as ``CXRDataset.to_tensors``."""
+
+    def __init__(self, datasets: Sequence[CXRDataset]):
+        self.datasets = list(datasets)
+        self.starts = np.cumsum([0] + [len(d) for d in self.datasets])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, i):
+        k = int(np.searchsorted(self.starts, int(i), side="right")) - 1
+        return int(i), torch.from_numpy(np.ascontiguousarray(self.datasets[k]._uint8(int(i) - int(self.starts[k]))))[None]
+
+
+def stream_batches(images: StreamedImages, batches, workers: int = 0):
+    """Iterate ``(indices, uint8 images [B, 1, S, S])`` over ``batches`` (an iterable of index
+    batches, e.g. a training run's shuffled order), decoded by ``workers`` DataLoader processes."""
+    from torch.utils.data import DataLoader
+
+    # its own generator: a DataLoader otherwise draws its workers' seed from torch's global RNG, which
+    # drives dropout in the training loop (the streamed run would then differ from the in-memory one)
+    return iter(DataLoader(images, batch_sampler=batches, num_workers=workers, generator=torch.Generator().manual_seed(0)))
 
 
 def _multiclass_targets(y: torch.Tensor, m: torch.Tensor, where: str) -> torch.Tensor:
@@ -156,6 +202,7 @@ def train_classifier(
     device: str = "cpu",                # "cpu", "cuda", "cuda:1", "mps"; an absent GPU is an error
     mixed_precision: bool = False,      # autocast: float16 + GradScaler on CUDA, bfloat16 on CPU
     seed: int = 0,                      # seeds init, dropout, shuffling and augmentation
+    data_workers: int | None = None,    # None: decode every image once into memory; N >= 0: stream (StreamedImages), N decoding workers
     progress: bool = True,              # tqdm bars
     out_dir: str | Path | None = None,  # if given: writes options.json, history.csv and the classifier
 ) -> tuple[CXRClassifier, pd.DataFrame]:
@@ -186,14 +233,23 @@ def train_classifier(
     first = train if isinstance(train, CXRDataset) else list(train)[0]
     labels = tuple(labels if labels is not None else first.label_names)
 
-    # 2. data in memory (uint8), targets, imbalance handling
-    x_tr, y_tr, m_tr = load_training_data(train, labels, progress)
-    size = int(x_tr.shape[-1])
+    # 2. data (in memory as uint8, or streamed: the same bytes, the same batches), targets, imbalance handling
+    if data_workers is not None and data_workers < 0:
+        raise ValueError(f"data_workers must be None (in memory) or >= 0, got {data_workers!r}")
+    train_sets = [train] if isinstance(train, CXRDataset) else list(train)
+    if data_workers is None:
+        x_tr, y_tr, m_tr = load_training_data(train_sets, labels, progress)
+    else:
+        (y_tr, m_tr), x_tr = load_targets(train_sets, labels), StreamedImages(train_sets)
+    size = int(first.size)
     t_tr = _multiclass_targets(y_tr, m_tr, "training") if task == "multiclass" else None
     if val is not None:
-        x_va, y_va, m_va = load_training_data(val, labels, progress)
-        if x_va.shape[-1] != size:
-            raise ValueError(f"val images are {x_va.shape[-1]} px but training images are {size} px")
+        if data_workers is None:
+            x_va, y_va, m_va = load_training_data(val, labels, progress)
+        else:
+            (y_va, m_va), x_va = load_targets(val, labels), StreamedImages([val])
+        if val.size != size:
+            raise ValueError(f"val images are {val.size} px but training images are {size} px")
         t_va = _multiclass_targets(y_va, m_va, "validation") if task == "multiclass" else None
         undefined = [l for j, l in enumerate(labels) if len(torch.unique(y_va[m_va[:, j], j])) < 2]
         if undefined:
@@ -201,7 +257,7 @@ def train_classifier(
                           "validation macro-AUROC", M.UndefinedMetricWarning, stacklevel=2)
     weight = class_weights(y_tr, m_tr, task, labels).to(dev) if class_weighting else None
     sample_w = balanced_sample_weights(y_tr, m_tr, task) if balanced_sampling else None
-    n = len(x_tr)
+    n = len(y_tr)
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = steps if steps is not None else epochs * steps_per_epoch
     every = eval_every or (max(1, total_steps // 10) if steps is not None else steps_per_epoch)
@@ -213,7 +269,7 @@ def train_classifier(
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(derive_seed(seed, "classifier", "init"))
         # 3. model, optimizer, schedule (linear warm-up, cosine decay), mixed precision
-        model = build_classifier(arch, len(labels), in_channels=int(x_tr.shape[1]), image_size=size, pretrained=pretrained)
+        model = build_classifier(arch, len(labels), in_channels=1, image_size=size, pretrained=pretrained)  # CXRs: 1 channel
         model.task, model.label_names = task, labels
         model.to(dev)
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -240,7 +296,7 @@ def train_classifier(
                 for k in range(steps_per_epoch):
                     yield order[k * batch_size:(k + 1) * batch_size]
 
-        stream = batches()
+        stream = batches() if data_workers is None else stream_batches(x_tr, batches(), data_workers)
         best_auc, best_state, best_step, bad_rounds, step = -math.inf, None, 0, 0, 0
         bar = tqdm(total=total_steps, desc="classifier", unit="step", **({} if progress else {"disable": True}))
         while step < total_steps:
@@ -249,8 +305,12 @@ def train_classifier(
             t0 = time.perf_counter()
             loss_sum, seen = 0.0, 0
             for _ in range(min(every, total_steps - step)):
-                idx = next(stream)
-                xb = x_tr[idx].float().div_(255)
+                if data_workers is None:
+                    idx = next(stream)
+                    xb = x_tr[idx].float().div_(255)
+                else:
+                    idx, xb = next(stream)
+                    xb = xb.float().div_(255)
                 if augment:
                     xb = augment_batch(xb, g_aug)
                 xb, yb, mb = xb.to(dev), y_tr[idx].to(dev), m_tr[idx].to(dev)
@@ -276,7 +336,7 @@ def train_classifier(
                    "train_images_per_s": seen / train_seconds, "best": False}
             # 5. validation: loss and macro-AUROC; keep the best weights
             if val is not None:
-                logits = _logits(model, x_va, 256, dev, mixed_precision, amp_dtype)
+                logits = _logits(model, x_va, 256, dev, mixed_precision, amp_dtype, workers=data_workers or 0)
                 row["val_loss"] = float(loss_fn(logits.to(dev), y_va.to(dev), m_va.to(dev),
                                                 t_va.to(dev) if t_va is not None else None))
                 scores = _probabilities(logits, task).numpy()
@@ -321,16 +381,20 @@ def _probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _logits(model, x_uint8: torch.Tensor, batch_size: int, dev, mixed_precision=False, amp_dtype=torch.bfloat16,
-            progress: bool = False) -> torch.Tensor:
+def _logits(model, x_uint8: torch.Tensor | StreamedImages, batch_size: int, dev, mixed_precision=False,
+            amp_dtype=torch.bfloat16, progress: bool = False, workers: int = 0) -> torch.Tensor:
     was_training = model.training
     model.eval()
     out = []
-    starts = range(0, len(x_uint8), batch_size)
+    chunks = [list(range(i, min(i + batch_size, len(x_uint8)))) for i in range(0, len(x_uint8), batch_size)]
+    if isinstance(x_uint8, StreamedImages):  # the same batches, decoded on demand
+        xs = (x for _, x in stream_batches(x_uint8, chunks, workers))
+    else:
+        xs = (x_uint8[c[0]:c[-1] + 1] for c in chunks)
     if progress:
-        starts = tqdm(starts, desc="predict", unit="batch")
-    for i in starts:
-        xb = x_uint8[i:i + batch_size].to(dev).float().div_(255)
+        xs = tqdm(xs, total=len(chunks), desc="predict", unit="batch")
+    for xb in xs:
+        xb = xb.to(dev).float().div_(255)
         with torch.autocast(dev.type, dtype=amp_dtype, enabled=mixed_precision):
             out.append(model(xb).float().cpu())
     model.train(was_training)
@@ -338,11 +402,16 @@ def _logits(model, x_uint8: torch.Tensor, batch_size: int, dev, mixed_precision=
 
 
 def predict(model: CXRClassifier, dataset: CXRDataset | torch.Tensor, batch_size: int = 256, device: str = "cpu",
-            progress: bool = False) -> np.ndarray:
+            progress: bool = False, data_workers: int | None = None) -> np.ndarray:
     """Probabilities ``[N, L]`` (float64) for ``model.label_names``: sigmoids (multi-label) or a
-    softmax (multi-class). ``dataset`` is a :class:`CXRDataset` (with those labels) or images
-    ``[N, C, S, S]`` (uint8, or float in ``[0, 1]``)."""
+    softmax (multi-class). ``dataset`` is a :class:`CXRDataset` (with those labels; ``data_workers``
+    as in :func:`train_classifier`) or images ``[N, C, S, S]`` (uint8, or float in ``[0, 1]``)."""
     dev = resolve_device(device)
+    if isinstance(dataset, CXRDataset) and data_workers is not None:
+        if dataset.size != model.config["image_size"]:
+            raise ValueError(f"model expects {model.config['image_size']} px images, {dataset.name} has {dataset.size} px")
+        logits = _logits(model.to(dev), StreamedImages([dataset]), batch_size, dev, progress=progress, workers=data_workers)
+        return _probabilities(logits, model.task).numpy().astype(np.float64)
     if isinstance(dataset, CXRDataset):
         x = dataset.to_tensors()[0]
     elif isinstance(dataset, torch.Tensor):

@@ -16,9 +16,10 @@ rates are those of the run's ``device``: for a GPU run, ``cxr bench --device cud
 first (without such results the plan says so rather than guess from the CPU). Every job is counted as if the cache were empty: what earlier
 runs cached makes the run shorter, never longer.
 
-**The memory bound**: the in-memory data path holds a job's whole training set as uint8 images
-(``x3`` for the copies made while concatenating arms) plus the model's weights, gradients and Adam
-moments; the largest job sets the bound.
+**The memory bound**: a classifier that streams its images (``clf_data_workers``, every profile)
+holds the batches in flight; the in-memory paths (generator training, sampled sets, ``clf_data_workers
+= None``) hold a job's whole set as uint8 images (``x3`` for the copies made while concatenating),
+plus the model's weights, gradients and Adam moments; the largest job sets the bound.
 """
 
 from __future__ import annotations
@@ -166,7 +167,10 @@ def estimate(jobs: Sequence[Job], cfg, rates: dict[str, Any]) -> pd.DataFrame:
             sec, params = j.steps * j.batch * (gen / ref_gen) / rates["generator"], 5 * 4 * gen_params  # + the EMA copy
         else:
             sec, params = j.steps * j.batch * (gen / ref_gen) / rates["nfe"], 4 * gen_params
-        memory = 3 * j.held_images * j.image_size ** 2 + params
+        held = 3 * j.held_images  # the in-memory path: the set, x3 for the copies made while concatenating
+        if j.kind == "classifier" and getattr(cfg, "clf_data_workers", None) is not None:
+            held = j.batch * (2 * max(1, cfg.clf_data_workers) + 1)  # streamed: the batches in flight
+        memory = held * j.image_size ** 2 + params
         rows.append({**dataclasses.asdict(j), "seconds": sec, "memory_gb": memory / 1e9})
     return pd.DataFrame(rows)
 
@@ -220,7 +224,7 @@ def plan_text(notebook: str, cfg, sizes: dict[str, int], est: pd.DataFrame, rate
     total = est["seconds"].sum()
     when = f"{total / 3600:,.1f} h" if total >= 3600 else f"{total / 60:,.0f} min"
     lines.append(f"total: about {when} on this machine's measured rates, every job counted as uncached; "
-                 f"peak memory about {est.memory_gb.max():,.1f} GB (in-memory data path)")
+                 f"peak memory about {est.memory_gb.max():,.1f} GB ({est.loc[est.memory_gb.idxmax(), 'name']})")
     lines.append(f"rates: {rates['source']} (classifier {rates['classifier']:,.0f} images/s small_cnn 32 px; generator "
                  f"{rates['generator']:,.1f} images/s and {rates['nfe']:,.0f} image-steps/s for the {rates['recipe']} "
                  "recipe); other models and sizes scaled by forward FLOPs")

@@ -20,6 +20,8 @@ The real sets (phantom, ``cpu`` profile)::
 from __future__ import annotations
 
 import dataclasses
+import os
+import time
 from dataclasses import dataclass
 from typing import ClassVar, Mapping, Sequence
 
@@ -51,7 +53,7 @@ STUDY_PROFILES: dict[str, dict] = {
                   gen_batch_size=32, gen_lr=1e-4, gen_ema_decay=0.9999, gen_prediction="v_prediction",
                   gen_schedule="squaredcos_cap_v2", gen_cond_hidden=512, gen_dropout=0.1, gen_mixed_precision="bf16",
                   sampler="ddim", sampler_steps=200, clf_arch="densenet121", clf_epochs=20, clf_steps=40_000,
-                  clf_eval_every=2_000, n_seeds=5, n_boot=1000,
+                  clf_eval_every=2_000, clf_data_workers=4, n_seeds=5, n_boot=1000,
                   oracle_arch="densenet121", oracle_epochs=20),
 }
 
@@ -105,6 +107,7 @@ class StudyConfig(ExperimentConfig):
     clf_batch_size: int = 64
     clf_lr: float = 1e-3
     clf_augment: bool = True
+    clf_data_workers: int | None = 0  # images streamed per batch with N decoding workers (same weights); None: all in memory
     n_seeds: int = 3  # classifier training seeds per arm (seed, seed+1, ...)
     n_boot: int = 300  # bootstrap resamples for CIs
     threshold_policy: str = "youden"  # fixed | youden | prevalence | sensitivity (chosen on val)
@@ -145,6 +148,8 @@ class StudyConfig(ExperimentConfig):
             parse_executor(self.executor)
         except ValueError as e:
             raise ConfigError(f"parameter 'executor': {e}") from None
+        if self.clf_data_workers is not None and self.clf_data_workers < 0:
+            raise ConfigError(f"parameter 'clf_data_workers': must be >= 0 or None, got {self.clf_data_workers}")
         for name in ("clf_steps", "clf_eval_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"parameter {name!r}: must be >= 1 or None, got {getattr(self, name)}")
@@ -250,8 +255,6 @@ def fingerprint(ds: CXRDataset) -> str:
     (:class:`cxrlib.data.real.FileDataset`, real data) is keyed by its files' identity (path, size,
     modification time) and its preprocessing (image size, decoding limits), not by decoding every
     image; an in-memory dataset (the phantom, synthetic sets, subsets) by its pixels."""
-    import os
-
     from ..data.real import FileDataset
     from ..io import sha256_bytes
 
@@ -305,7 +308,7 @@ def train_cached_classifier(cfg: StudyConfig, train_sets: Sequence[CXRDataset], 
                                        epochs=overrides.get("clf_epochs", cfg.clf_epochs), steps=cfg.clf_steps,
                                        eval_every=cfg.clf_eval_every, batch_size=cfg.clf_batch_size,
                                        lr=cfg.clf_lr, augment=cfg.clf_augment, balanced_sampling=balanced_sampling,
-                                       seed=seed, device=cfg.device, progress=progress)
+                                       seed=seed, device=cfg.device, data_workers=cfg.clf_data_workers, progress=progress)
         save_classifier(model, d)
         hist.to_csv(d / "history.csv", index=False)
 
@@ -384,9 +387,6 @@ def evaluate_arms(cfg: StudyConfig, arms: Mapping[str, Sequence[CXRDataset]], se
 
     # 1. train (or fetch) every arm x seed, and predict val and every test set once (cfg.executor: in
     #    this process or in parallel workers; the cells are independent and meet in the cache)
-    import os
-    import time
-
     from ..cache import record_events
     from ..executor import run_grid
 
@@ -432,16 +432,13 @@ def arm_cell(cfg: StudyConfig, train_sets: list, val: CXRDataset, test_sets: dic
     """One arm x seed of :func:`evaluate_arms`: train (or fetch) its classifier, predict ``val`` and every
     test set. Returns ``(training_record, val_scores, {test set: scores}, pid, cache events, seconds)``;
     a top-level function, so a worker process of ``cfg.executor`` can run it."""
-    import os
-    import time
-
     from .. import cache
     from ..classify import predict
 
     start, t0 = len(cache.events()), time.perf_counter()
     model = train_cached_classifier(cfg, train_sets, val, seed=seed, balanced_sampling=balanced, progress=False)
-    tests = {t: predict(model, ds, device=cfg.device) for t, ds in test_sets.items()}
-    val_scores = predict(model, val, device=cfg.device)
+    tests = {t: predict(model, ds, device=cfg.device, data_workers=cfg.clf_data_workers) for t, ds in test_sets.items()}
+    val_scores = predict(model, val, device=cfg.device, data_workers=cfg.clf_data_workers)
     return model.training_record, val_scores, tests, os.getpid(), cache.events()[start:], time.perf_counter() - t0
 
 
