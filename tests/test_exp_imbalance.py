@@ -144,7 +144,7 @@ def test_evaluate_arms_policies_share_predictions(monkeypatch):
         trained.append((len(train_sets), seed, balanced_sampling))
         return FakeModel(strength=0.2 * len(train_sets), seed=seed)
 
-    def fake_predict(model, ds, device="cpu"):
+    def fake_predict(model, ds, device="cpu", data_workers=None):
         y, _ = ds.targets()
         noise = np.random.default_rng(model["seed"] + len(ds)).random(y.shape)
         return np.clip(model["strength"] * y + (1 - model["strength"]) * noise, 0, 1)
