@@ -1,8 +1,8 @@
 """The cost plan of a run, before it starts: ``cxr run NB --plan [--budget HOURS]``.
 
-A chapter that can be planned has ``plan_jobs(cfg, sizes) -> list[Job]``: every generator training,
+A chapter that can be planned has ``plan_jobs(cfg, data) -> list[Job]``: every generator training,
 sampling and classifier training its run needs, derived from the config by the same functions that
-build its arms (so the plan cannot drift from what runs). :func:`set_sizes` counts the images of
+build its arms (so the plan cannot drift from what runs). :func:`plan_data` counts the images of
 each set from the dataset's metadata, reading no image (on CheXpert and NIH without ``root``, from
 the label files torchxrayvision ships).
 
@@ -29,7 +29,7 @@ import functools
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -50,10 +50,33 @@ class Job:
     eval_images: int = 0  # images it predicts (validations and test sets), classifiers only
 
 
-def set_sizes(cfg) -> tuple[dict[str, int], Callable[[float], int]]:
-    """Images in the pool, R (``train``), val, test and each external site of a study config, and a
-    function ``labeled(f)``: the images of R_f (the pool's nested labeled subset f), all from the
-    metadata (no image is read)."""
+@dataclasses.dataclass
+class PlanData:
+    """What a chapter's plan may read of the data, none of it an image: ``sizes`` (images in the pool,
+    R = ``train``, val, test and each ``external <site>``), :meth:`labeled` (images of R_f) and
+    :meth:`real` (R as a stand-in set with its real metadata, for rules that read R's labels)."""
+
+    sizes: dict[str, int]
+    pool_meta: pd.DataFrame
+    labeled_fraction: float
+
+    def labeled(self, f: float) -> int:
+        return len(self._rows(f))
+
+    def _rows(self, f: float) -> pd.DataFrame:
+        if f >= 1 or "labeled_frac" not in self.pool_meta:
+            return self.pool_meta
+        return self.pool_meta[pd.to_numeric(self.pool_meta["labeled_frac"], errors="coerce") <= f + 1e-9]
+
+    def real(self):
+        from .data.labels import CHEXPERT_LABELS
+
+        meta = self._rows(self.labeled_fraction)
+        return stand_in(len(meta), meta.reset_index(drop=True), [l for l in CHEXPERT_LABELS if l in meta])
+
+
+def plan_data(cfg) -> PlanData:
+    """The :class:`PlanData` of a study config, from the dataset's metadata (no image is read)."""
     from .data import load_meta
     from .experiments.common import external_sites
 
@@ -61,17 +84,13 @@ def set_sizes(cfg) -> tuple[dict[str, int], Callable[[float], int]]:
         return len(load_meta(cfg.dataset, root=cfg.root, split=split, n_max=n_max)[0])
 
     pool, _ = load_meta(cfg.dataset, root=cfg.root, split="train", n_max=cfg.n_pool)
-    frac = pd.to_numeric(pool["labeled_frac"], errors="coerce") if "labeled_frac" in pool else pd.Series(1.0, index=pool.index)
-
-    def labeled(f: float) -> int:
-        return len(pool) if f >= 1 else int((frac <= f + 1e-9).sum())
-
-    sizes = {"pool": len(pool), "train": labeled(cfg.labeled_fraction), "val": count("val", cfg.n_val),
-             "test": count("test", cfg.n_test)}
+    data = PlanData({}, pool, cfg.labeled_fraction)
+    data.sizes = {"pool": len(pool), "train": data.labeled(cfg.labeled_fraction), "val": count("val", cfg.n_val),
+                  "test": count("test", cfg.n_test)}
     for site, root in external_sites(cfg).items():
-        sizes[f"external {site}"] = (cfg.n_external or 1000) if root is None else \
+        data.sizes[f"external {site}"] = (cfg.n_external or 1000) if root is None else \
             len(load_meta(site, root=root, split="test", n_max=cfg.n_external)[0])
-    return sizes, labeled
+    return data
 
 
 @functools.lru_cache(maxsize=None)
@@ -240,21 +259,23 @@ def plan_for(cfg, notebook: str) -> tuple[dict[str, int], list[Job]]:
     fn = getattr(module, "plan_jobs", None)
     if fn is None:
         raise UserError(f"{notebook}: this chapter has no cost plan yet (plan_jobs in {module.__name__}); "
-                        "chapters with one: 05_supplementation")
-    sizes, labeled = set_sizes(cfg)
-    return sizes, fn(cfg, sizes, labeled)
+                        "chapters with one: 03_imbalance, 05_supplementation")
+    data = plan_data(cfg)
+    return data.sizes, fn(cfg, data)
 
 
-def stand_in(n: int):
-    """A dataset of ``n`` one-pixel images: what a chapter's arm builders need to say which sets an arm
-    concatenates and how large they are, without any image."""
+def stand_in(n: int, meta: pd.DataFrame | None = None, label_names: Sequence[str] | None = None):
+    """A dataset of ``n`` one-pixel images (with ``meta``, or all-negative rows): what a chapter's arm
+    builders need to say which sets an arm concatenates and how large they are, without any image."""
     import numpy as np
 
     from .data.base import ArrayDataset
     from .data.labels import CHEXPERT_LABELS
 
-    meta = pd.DataFrame(0.0, index=range(n), columns=list(CHEXPERT_LABELS)).assign(patient_id="p", sex="F", age=60.0)
-    return ArrayDataset(np.zeros((n, 1, 1), np.uint8), meta, name=f"stand-in {n}")
+    label_names = list(label_names or CHEXPERT_LABELS)
+    if meta is None:
+        meta = pd.DataFrame(0.0, index=range(n), columns=label_names).assign(patient_id="p", sex="F", age=60.0)
+    return ArrayDataset(np.zeros((n, 1, 1), np.uint8), meta, label_names=label_names, name=f"stand-in {n}")
 
 
 def classifier_jobs(cfg, arms: dict[str, int], sizes: dict[str, int], tests: int | None = None) -> list[Job]:

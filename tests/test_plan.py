@@ -3,6 +3,7 @@ its estimate scales measured rates by FLOPs, and a run over budget never starts.
 
 import json
 
+import numpy as np
 import pytest
 
 from cxrlib import plan
@@ -18,9 +19,10 @@ def _kinds(jobs):
 
 def test_chapter_5_plan_at_cpu_counts_every_source_stream_arm_and_seed():
     cfg = S.Config.from_params(profile="cpu")
-    sizes, labeled = plan.set_sizes(cfg)
+    data = plan.plan_data(cfg)
+    sizes = data.sizes
     assert sizes["pool"] == cfg.n_pool and 0 < sizes["train"] < sizes["pool"] and sizes["external nih"] == cfg.n_external
-    jobs = _kinds(S.plan_jobs(cfg, sizes, labeled))
+    jobs = _kinds(S.plan_jobs(cfg, data))
     n = sizes["train"]
     # R-only 1, R-only 2, the pool pretraining and its fine-tuning on R; one stream per source
     assert [j.steps for j in jobs["generator"]] == [cfg.gen_steps] * 3 + [cfg.ft_steps]
@@ -36,12 +38,31 @@ def test_chapter_5_plan_at_cpu_counts_every_source_stream_arm_and_seed():
 
 def test_the_regime_map_counts_what_it_shares_with_the_main_grid_once():
     cfg = S.Config.from_params(profile="cpu-full")  # regime (0.1, 0.25, 0.5, 1.0) x (100, 300); R = R_25%
-    sizes, labeled = plan.set_sizes(cfg)
-    jobs = _kinds(S.plan_jobs(cfg, sizes, labeled))
+    data = plan.plan_data(cfg)
+    labeled = data.labeled
+    jobs = _kinds(S.plan_jobs(cfg, data))
     regime = [j for j in jobs["classifier"] if j.name.startswith("R")]
     assert len(regime) == 3 * (1 + 2 * 2) * cfg.n_seeds  # R_25% is R: its arms are the main grid's
-    assert sum("R10%" in j.name for j in jobs["generator"]) == 1 and labeled(0.1) < labeled(0.5) < labeled(1.0) == sizes["pool"]
+    assert sum("R10%" in j.name for j in jobs["generator"]) == 1 and labeled(0.1) < labeled(0.5) < labeled(1.0) == data.sizes["pool"]
     assert not any("R25%" in j.name for j in jobs["generator"] + jobs["sampling"])
+
+
+def test_chapter_3_plan_reads_r_labels_from_the_metadata_exactly_as_the_run_does():
+    """The minority rule needs R's labels: the plan's image-less R has the labels of the R the chapter
+    loads (rendered here at smoke), so its minority set has the run's size."""
+    from cxrlib.experiments import common
+    from cxrlib.experiments import imbalance as I
+
+    cfg = I.Config.from_params(profile="smoke")
+    data = plan.plan_data(cfg)
+    real = common.real_sets(cfg, progress=False).train
+    np.testing.assert_array_equal(I.positive_counts(data.real(), cfg.labels), I.positive_counts(real, cfg.labels))
+    minority = len(I.plan_minority(cfg, real)[0])
+    jobs = _kinds(I.plan_jobs(cfg, data))
+    assert [j.name for j in jobs["sampling"]] == ["balanced synthetic set", "minority synthetic set", "natural synthetic set"]
+    assert jobs["sampling"][1].batch == minority > 0
+    assert len(jobs["classifier"]) == len(cfg.arms) * cfg.n_seeds
+    assert {j.held_images for j in jobs["classifier"] if j.name.startswith("real+minority")} == {len(real) + minority}
 
 
 def test_the_estimate_scales_by_flops_and_a_run_over_budget_is_refused():

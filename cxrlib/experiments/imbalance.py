@@ -447,3 +447,22 @@ def reproduction_text(v: dict, alpha: float = 0.05) -> str:
         spans = "; ".join(f"{a}: {e['min']:.2f} ({e['argmin']}) to {e['max']:.2f} ({e['argmax']})" for a, e in eff.items())
         out.append(f"**The threshold policy alone** moves each arm's macro sensitivity: {spans}.")
     return "\n\n".join(out)
+
+
+def plan_jobs(cfg: Config, data) -> list:
+    """The jobs of a run of this chapter (``cxr run --plan``, :mod:`cxrlib.plan`): the main generator, the
+    synthetic sets of :func:`synthetic_conditions` (the minority rule applied to R's real labels) and
+    every arm x seed; the balanced-vs-natural comparison reuses the arms' classifiers."""
+    from ..plan import Job, classifier_jobs
+
+    real, size, nfe = data.real(), cfg.image_size, cfg.sampler_steps * (2 if cfg.guidance else 1)
+    n, n_syn = len(real), int(round(cfg.synthetic_fraction * len(real)))
+    added = {k: len(c) for k, c in synthetic_conditions(cfg, real).items()}
+    if "synthetic-natural" in cfg.arms:
+        added["natural"] = n_syn
+    jobs = [Job("generator", "conditional DDPM on R (the main generator)", cfg.gen_steps, cfg.gen_batch_size, size,
+                "generator", n)]
+    jobs += [Job("sampling", f"{k} synthetic set", nfe, m, size, "generator", m) for k, m in added.items() if m]
+    sets = {"real": n, "synthetic-natural": n_syn, "synthetic-balanced": n_syn, "real-oversampled": n,
+            "real+minority": n + added.get("minority", 0)}
+    return jobs + classifier_jobs(cfg, {a: sets[a] for a in cfg.arms}, data.sizes, data.sizes["test"])

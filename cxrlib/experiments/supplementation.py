@@ -429,7 +429,7 @@ def mixing_summary(results: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plan_jobs(cfg: Config, sizes: dict[str, int], labeled) -> list:
+def plan_jobs(cfg: Config, data) -> list:
     """The jobs of a run of this chapter (``cxr run --plan``, :mod:`cxrlib.plan`): the generator sources,
     their synthetic streams and every arm x seed of the main grid, the mixing arms and the regime map,
     with the arms assembled by :func:`build_arms`, :func:`mixing_arms` and the regime map's rule on
@@ -437,7 +437,7 @@ def plan_jobs(cfg: Config, sizes: dict[str, int], labeled) -> list:
     from ..plan import Job, classifier_jobs, stand_in
     from .regime import arm_name as regime_arm
 
-    n, size, nfe = sizes["train"], cfg.image_size, cfg.sampler_steps * (2 if cfg.guidance else 1)
+    sizes, n, size, nfe = data.sizes, data.sizes["train"], cfg.image_size, cfg.sampler_steps * (2 if cfg.guidance else 1)
     jobs = [Job("generator", f"{R_ONLY} {k + 1}: conditional DDPM on R, seed {cfg.seed + k}", cfg.gen_steps,
                 cfg.gen_batch_size, size, "generator", n) for k in range(cfg.n_generators)]
     if cfg.pool_pretrained:
@@ -454,7 +454,7 @@ def plan_jobs(cfg: Config, sizes: dict[str, int], labeled) -> list:
         jobs += classifier_jobs(cfg, dict(zip(mix.arm, mix.n_train)), sizes, sizes["test"])
     for f in sorted(cfg.regime_fractions):
         shared = abs(f - cfg.labeled_fraction) < 1e-9  # R_f is R: the main grid's generator, stream and arms
-        n_f, arms = labeled(f), {}
+        n_f, arms = data.labeled(f), {}
         if not shared:
             jobs.append(Job("generator", f"{POOL}: fine-tuned on R{f:.0%}", cfg.ft_steps, cfg.gen_batch_size, size, "generator", n_f))
             m = n_images(max(cfg.regime_percents), n_f)
