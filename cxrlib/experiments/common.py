@@ -81,7 +81,7 @@ class StudyConfig(ExperimentConfig):
     gen_layers: int = 1  # ResNet blocks per resolution level
     gen_adagn: bool = True  # condition + time embedding as GroupNorm scale/shift (ADM's AdaGN), not added
     gen_label_channels: bool = True  # label states also as constant input channels (fast conditioning on a CPU budget)
-    gen_steps: int = 1000  # optimizer steps (labels carried from ~600 steps in the chapter-2 A/B; 0.55 s/step on 2 CPU cores)
+    gen_steps: int = 1000  # optimizer steps (labels carried from ~600 steps in the chapter-2 A/B; 1.7 s/step on 2 AVX2 cores, make bench)
     gen_checkpoints: tuple[int, ...] = (200, 500)  # earlier EMA snapshots kept (fidelity vs utility)
     gen_batch_size: int = 64
     gen_lr: float = 1e-3  # AdamW, constant after warm-up
