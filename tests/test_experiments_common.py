@@ -6,6 +6,7 @@ import pytest
 from cxrlib.config import ConfigError
 from cxrlib.experiments import common as c
 from cxrlib.experiments import synthetic as S
+from toy_data import toy_set as _toy
 
 
 def test_profiles_resolve_and_validate():
@@ -58,20 +59,6 @@ def test_work_folder_past_a_missing_snapshot_restarts(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="past the snapshot at step 3"):
         snaps = S.train_cached_generator(cfg, train, name="t", steps=8, checkpoints=(3,), progress=False)
     assert sorted(snaps) == [3, 8] and all((p / "model").is_dir() for p in snaps.values())
-
-
-def _toy(n, seed, size=16):
-    import numpy as np
-    import pandas as pd
-
-    from cxrlib.data.base import ArrayDataset
-    from cxrlib.data.labels import CHEXPERT_LABELS
-
-    rng = np.random.default_rng(seed)
-    meta = pd.DataFrame({"patient_id": [f"p{seed}-{i}" for i in range(n)], "sex": "F", "age": 50.0})
-    for lab in CHEXPERT_LABELS:
-        meta[lab] = rng.integers(0, 2, n).astype(float)
-    return ArrayDataset(rng.integers(0, 256, (n, size, size), dtype=np.uint8), meta, name=f"toy{seed}-{n}")
 
 
 def test_arms_of_different_sizes_get_the_same_step_budget(cache_dir):

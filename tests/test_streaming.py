@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 from cxrlib.classify import StreamedImages, predict, train_classifier
-from cxrlib.data.base import ArrayDataset
 from cxrlib.data.labels import CHEXPERT_LABELS
 from cxrlib.data.real import FileDataset
+from toy_data import toy_set
 
 LABELS = ("Cardiomegaly", "Edema")
 
@@ -36,19 +36,11 @@ def _files(folder, n, size, seed=0, noise=True):
     return pd.DataFrame(rows)
 
 
-def _array(n, size, seed):
-    rng = np.random.default_rng(seed)
-    meta = pd.DataFrame({"patient_id": [f"a{seed}-{i}" for i in range(n)], "sex": "M", "age": 60.0})
-    for lab in CHEXPERT_LABELS:
-        meta[lab] = rng.integers(0, 2, n).astype(float)
-    return ArrayDataset(rng.integers(0, 256, (n, size, size), dtype=np.uint8), meta, name=f"array{seed}")
-
-
 def test_streamed_training_gives_the_in_memory_weights_bit_for_bit(tmp_path):
     """Same bytes, same batches, same arithmetic: streaming (in this process or in two DataLoader
     workers) changes where images are decoded, not what is computed."""
     files = FileDataset(_files(tmp_path / "png", 40, 24), size=16, name="files")  # decoded and resized per image
-    arm, val = [_array(30, 16, 1), files], _array(20, 16, 2)
+    arm, val = [toy_set(30, 1), files], toy_set(20, 2)
     assert len(StreamedImages(arm)) == 70 and torch.equal(StreamedImages(arm)[35][1], files.to_tensors()[0][5])
     runs = {w: train_classifier(train=arm, val=val, labels=LABELS, steps=6, eval_every=3, batch_size=16, seed=3,
                                 data_workers=w, progress=False) for w in (None, 0, 2)}
@@ -68,6 +60,7 @@ CHILD = textwrap.dedent("""
     import pandas as pd
     from cxrlib.classify import train_classifier
     from cxrlib.data.real import FileDataset
+from toy_data import toy_set
     ds = FileDataset(pd.read_csv(sys.argv[1]), size=256, name="files")
     workers = None if sys.argv[2] == "memory" else 0
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
