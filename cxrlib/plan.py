@@ -281,9 +281,15 @@ def stand_in(n: int, meta: pd.DataFrame | None = None, label_names: Sequence[str
 def classifier_jobs(cfg, arms: dict[str, int], sizes: dict[str, int], tests: int | None = None) -> list[Job]:
     """One job per arm (``{arm: training images}``) x classifier seed under ``cfg``'s recipe, validated
     every ``clf_eval_every`` steps on val and predicting val and ``tests`` test images once."""
-    steps_of = {a: cfg.clf_steps or cfg.clf_epochs * math.ceil(n / cfg.clf_batch_size) for a, n in arms.items()}
-    every = cfg.clf_eval_every or max(1, (cfg.clf_steps or 10) // 10)
     tests = sizes["test"] if tests is None else tests
-    return [Job("classifier", f"{a}, seed {s}", steps_of[a], cfg.clf_batch_size, cfg.image_size, cfg.clf_arch, n,
-                eval_images=(math.ceil(steps_of[a] / every) + 1) * sizes["val"] + tests)
-            for s in cfg.clf_seeds() for a, n in arms.items()]
+    jobs = []
+    for a, n in arms.items():
+        if cfg.clf_steps is None:  # clf_epochs passes over the arm's own set, validated after each
+            steps, evals = cfg.clf_epochs * math.ceil(n / cfg.clf_batch_size), cfg.clf_epochs
+        else:  # the step budget, validated every clf_eval_every steps (default clf_steps // 10)
+            steps = cfg.clf_steps
+            evals = math.ceil(steps / (cfg.clf_eval_every or max(1, steps // 10)))
+        jobs.append((a, n, steps, evals))
+    return [Job("classifier", f"{a}, seed {s}", steps, cfg.clf_batch_size, cfg.image_size, cfg.clf_arch, n,
+                eval_images=evals * sizes["val"] + tests)
+            for s in cfg.clf_seeds() for a, n, steps, evals in jobs]

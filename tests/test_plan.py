@@ -75,6 +75,10 @@ def test_the_estimate_scales_by_flops_and_a_run_over_budget_is_refused():
     assert est.loc["b", "seconds"] / est.loc["a", "seconds"] == pytest.approx(ratio) and ratio > 5
     assert est.loc["b", "memory_gb"] > est.loc["a", "memory_gb"]  # densenet121's weights and Adam moments
     plan.check_budget(est, budget_hours=1.0)  # about 2 minutes: within
+    sizes = {"val": 100, "test": 50}  # validations: every clf_eval_every steps, or once per epoch without a step budget
+    assert plan.classifier_jobs(cfg, {"a": 640}, sizes)[0].eval_images == (400 // 25) * 100 + 50
+    epochs = plan.classifier_jobs(cfg.replace(clf_steps=None, clf_epochs=3), {"a": 640}, sizes)[0]
+    assert (epochs.steps, epochs.eval_images) == (3 * 10, 3 * 100 + 50)
     with pytest.raises(UserError, match=r"over the budget of 0.001 h; most of it is classifier .*n_seeds"):
         plan.check_budget(est, budget_hours=0.001)
 
