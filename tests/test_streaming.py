@@ -60,7 +60,6 @@ CHILD = textwrap.dedent("""
     import pandas as pd
     from cxrlib.classify import train_classifier
     from cxrlib.data.real import FileDataset
-from toy_data import toy_set
     ds = FileDataset(pd.read_csv(sys.argv[1]), size=256, name="files")
     workers = None if sys.argv[2] == "memory" else 0
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
