@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -48,6 +50,7 @@ class Job:
     model: str  # classifier architecture, or "generator"
     held_images: int  # images the job holds in memory (its training set, or the images it samples)
     eval_images: int = 0  # images it predicts (validations and test sets), classifiers only
+    shared: str = ""  # a model several chapters share through the cache (e.g. "main generator"): a book plan counts it once
 
 
 @dataclasses.dataclass
@@ -257,9 +260,10 @@ def plan_for(cfg, notebook: str) -> tuple[dict[str, int], list[Job]]:
 
     module = sys.modules[type(cfg).__module__]
     fn = getattr(module, "plan_jobs", None)
+    if fn is None and importlib.util.find_spec(f"{module.__name__}_plan") is not None:
+        fn = importlib.import_module(f"{module.__name__}_plan").plan_jobs  # a full chapter module keeps its plan beside it
     if fn is None:
-        raise UserError(f"{notebook}: this chapter has no cost plan yet (plan_jobs in {module.__name__}); "
-                        "chapters with one: 03_imbalance, 05_supplementation")
+        raise UserError(f"{notebook}: this chapter has no cost plan yet (plan_jobs in {module.__name__})")
     data = plan_data(cfg)
     return data.sizes, fn(cfg, data)
 
@@ -293,3 +297,11 @@ def classifier_jobs(cfg, arms: dict[str, int], sizes: dict[str, int], tests: int
     return [Job("classifier", f"{a}, seed {s}", steps, cfg.clf_batch_size, cfg.image_size, cfg.clf_arch, n,
                 eval_images=evals * sizes["val"] + tests)
             for s in cfg.clf_seeds() for a, n, steps, evals in jobs]
+
+
+def oracle_job(cfg, sizes: dict[str, int]) -> Job:
+    """The evaluation oracle (:func:`cxrlib.experiments.common.oracle`): ``oracle_arch`` trained for
+    ``oracle_epochs`` passes over the whole pool, validated once per epoch; shared by every chapter."""
+    steps = cfg.oracle_epochs * math.ceil(sizes["pool"] / cfg.clf_batch_size)
+    return Job("classifier", f"oracle ({cfg.oracle_arch} on the pool)", steps, cfg.clf_batch_size, cfg.image_size,
+               cfg.oracle_arch, sizes["pool"], eval_images=cfg.oracle_epochs * sizes["val"], shared="oracle")

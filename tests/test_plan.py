@@ -100,7 +100,7 @@ def test_cxr_run_plan_prints_the_jobs_and_totals_and_budget_stops_the_run(tmp_pa
     assert main(["run", "notebooks/05_supplementation.ipynb", "--profile", "smoke", "--budget", "0.00001"]) == 2
     assert "over the budget" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # nothing ran
-    assert main(["run", "notebooks/02_generators.ipynb", "--profile", "smoke", "--plan"]) == 2
+    assert main(["run", "notebooks/09_performance.ipynb", "--profile", "smoke", "--plan"]) == 2
     assert "no cost plan yet" in capsys.readouterr().err
     with pytest.raises(UserError, match=r"cxr bench --device cuda"):  # CPU rates are never passed off as a GPU's
         plan.bench_rates(device="cuda")

@@ -461,7 +461,7 @@ def plan_jobs(cfg: Config, data) -> list:
     if "synthetic-natural" in cfg.arms:
         added["natural"] = n_syn
     jobs = [Job("generator", "conditional DDPM on R (the main generator)", cfg.gen_steps, cfg.gen_batch_size, size,
-                "generator", n)]
+                "generator", n, shared="main generator")]
     jobs += [Job("sampling", f"{k} synthetic set", nfe, m, size, "generator", m) for k, m in added.items() if m]
     sets = {"real": n, "synthetic-natural": n_syn, "synthetic-balanced": n_syn, "real-oversampled": n,
             "real+minority": n + added.get("minority", 0)}

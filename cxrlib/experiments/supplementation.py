@@ -439,10 +439,11 @@ def plan_jobs(cfg: Config, data) -> list:
 
     sizes, n, size, nfe = data.sizes, data.sizes["train"], cfg.image_size, cfg.sampler_steps * (2 if cfg.guidance else 1)
     jobs = [Job("generator", f"{R_ONLY} {k + 1}: conditional DDPM on R, seed {cfg.seed + k}", cfg.gen_steps,
-                cfg.gen_batch_size, size, "generator", n) for k in range(cfg.n_generators)]
+                cfg.gen_batch_size, size, "generator", n, shared=f"main generator {k}" if k else "main generator")
+            for k in range(cfg.n_generators)]
     if cfg.pool_pretrained:
         jobs.append(Job("generator", "unconditional DDPM pretrained on the pool", cfg.gen_steps, cfg.gen_batch_size, size,
-                        "generator", sizes["pool"]))
+                        "generator", sizes["pool"], shared="pool-pretrained generator"))
         jobs.append(Job("generator", f"{POOL}: fine-tuned on R", cfg.ft_steps, cfg.gen_batch_size, size, "generator", n))
     streams = {s: stand_in(synthetic_needed(cfg, n, source=s)) for s in source_names(cfg)}
     jobs += [Job("sampling", f"{s} stream", nfe, len(d), size, "generator", len(d)) for s, d in streams.items()]
