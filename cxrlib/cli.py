@@ -5,6 +5,7 @@
     cxr book ...                            (cxrlib.book)
     cxr cache ls|gc ...                     (cxrlib.cache_cli)
     cxr bench ...                           (cxrlib.bench)
+    cxr plan [NOTEBOOK ...]                 (cxrlib.plan)
 
 ``main(argv)`` is callable from tests; errors the user can fix are printed as one line
 (``cxr: error: ...``) with exit code 2, not as a traceback. Their classes live in
@@ -29,6 +30,7 @@ _COMMAND_MODULES = (
     ("cxrlib.book", "register_cli"),
     ("cxrlib.cache_cli", "register_cli"),
     ("cxrlib.bench", "register_cli"),
+    ("cxrlib.plan", "register_cli"),
 )
 
 

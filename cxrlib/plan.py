@@ -51,6 +51,8 @@ class Job:
     held_images: int  # images the job holds in memory (its training set, or the images it samples)
     eval_images: int = 0  # images it predicts (validations and test sets), classifiers only
     shared: str = ""  # a model several chapters share through the cache (e.g. "main generator"): a book plan counts it once
+    step_flops: float = 0.0  # generator / sampling jobs of another family (GAN, latent): FLOPs per image of a training
+    # step or network evaluation (0: the pixel DDPM recipe's, 3 forwards per training step)
 
 
 @dataclasses.dataclass
@@ -177,23 +179,27 @@ def estimate(jobs: Sequence[Job], cfg, rates: dict[str, Any]) -> pd.DataFrame:
     from .experiments.common import StudyConfig
 
     ref_clf = classifier_flops("small_cnn", 32)
-    ref_gen, _ = generator_flops(StudyConfig.from_params(profile=rates["recipe"]))
-    gen, gen_params = generator_flops(cfg)
+    if any(j.kind != "classifier" for j in jobs):
+        ref_gen, _ = generator_flops(StudyConfig.from_params(profile=rates["recipe"]))
+        gen, gen_params = generator_flops(cfg)
     rows = []
     for j in jobs:
         if j.kind == "classifier":
-            scale = classifier_flops(j.model, j.image_size, len(cfg.labels)) / ref_clf
-            sec = (j.steps * j.batch + j.eval_images / 3) * scale / rates["classifier"]  # a forward is ~1/3 of a step
+            fwd = classifier_flops(j.model, j.image_size, len(cfg.labels))
+            forwards = 3 * j.steps * j.batch + j.eval_images  # a training step is ~3 forwards (forward + backward)
+            sec = forwards / 3 * (fwd / ref_clf) / rates["classifier"]
             params = 4 * 4 * _classifier_params(j.model, j.image_size, len(cfg.labels))
-        elif j.kind == "generator":
-            sec, params = j.steps * j.batch * (gen / ref_gen) / rates["generator"], 5 * 4 * gen_params  # + the EMA copy
+        elif j.kind == "generator":  # the benchmarked rate is of the DDPM recipe's steps (3 forwards each)
+            fwd, forwards = (j.step_flops, j.steps * j.batch) if j.step_flops else (gen, 3 * j.steps * j.batch)
+            sec, params = fwd * forwards / (3 * ref_gen) / rates["generator"], 5 * 4 * gen_params  # + the EMA copy
         else:
-            sec, params = j.steps * j.batch * (gen / ref_gen) / rates["nfe"], 4 * gen_params
+            fwd, forwards = j.step_flops or gen, j.steps * j.batch
+            sec, params = fwd * forwards / ref_gen / rates["nfe"], 4 * gen_params
         held = 3 * j.held_images  # the in-memory path: the set, x3 for the copies made while concatenating
         if j.kind == "classifier" and getattr(cfg, "clf_data_workers", None) is not None:
             held = j.batch * (2 * max(1, cfg.clf_data_workers) + 1)  # streamed: the batches in flight
         memory = held * j.image_size ** 2 + params
-        rows.append({**dataclasses.asdict(j), "seconds": sec, "memory_gb": memory / 1e9})
+        rows.append({**dataclasses.asdict(j), "seconds": sec, "memory_gb": memory / 1e9, "tflop": fwd * forwards / 1e12})
     return pd.DataFrame(rows)
 
 
@@ -264,6 +270,8 @@ def plan_for(cfg, notebook: str) -> tuple[dict[str, int], list[Job]]:
         fn = importlib.import_module(f"{module.__name__}_plan").plan_jobs  # a full chapter module keeps its plan beside it
     if fn is None:
         raise UserError(f"{notebook}: this chapter has no cost plan yet (plan_jobs in {module.__name__})")
+    if not hasattr(cfg, "n_pool"):  # not a study chapter (chapter 1): its plan counts its own sets
+        return {}, fn(cfg, None)
     data = plan_data(cfg)
     return data.sizes, fn(cfg, data)
 
@@ -282,9 +290,11 @@ def stand_in(n: int, meta: pd.DataFrame | None = None, label_names: Sequence[str
     return ArrayDataset(np.zeros((n, 1, 1), np.uint8), meta, label_names=label_names, name=f"stand-in {n}")
 
 
-def classifier_jobs(cfg, arms: dict[str, int], sizes: dict[str, int], tests: int | None = None) -> list[Job]:
+def classifier_jobs(cfg, arms: dict[str, int], sizes: dict[str, int], tests: int | None = None,
+                    real: str | None = None) -> list[Job]:
     """One job per arm (``{arm: training images}``) x classifier seed under ``cfg``'s recipe, validated
-    every ``clf_eval_every`` steps on val and predicting val and ``tests`` test images once."""
+    every ``clf_eval_every`` steps on val and predicting val and ``tests`` test images once. ``real``: the
+    arm that is R alone, which other chapters train too (marked :func:`real_classifier_mark`)."""
     tests = sizes["test"] if tests is None else tests
     jobs = []
     for a, n in arms.items():
@@ -295,7 +305,7 @@ def classifier_jobs(cfg, arms: dict[str, int], sizes: dict[str, int], tests: int
             evals = math.ceil(steps / (cfg.clf_eval_every or max(1, steps // 10)))
         jobs.append((a, n, steps, evals))
     return [Job("classifier", f"{a}, seed {s}", steps, cfg.clf_batch_size, cfg.image_size, cfg.clf_arch, n,
-                eval_images=evals * sizes["val"] + tests)
+                eval_images=evals * sizes["val"] + tests, shared=real_classifier_mark(cfg, s) if a == real else "")
             for s in cfg.clf_seeds() for a, n, steps, evals in jobs]
 
 
@@ -305,3 +315,129 @@ def oracle_job(cfg, sizes: dict[str, int]) -> Job:
     steps = cfg.oracle_epochs * math.ceil(sizes["pool"] / cfg.clf_batch_size)
     return Job("classifier", f"oracle ({cfg.oracle_arch} on the pool)", steps, cfg.clf_batch_size, cfg.image_size,
                cfg.oracle_arch, sizes["pool"], eval_images=cfg.oracle_epochs * sizes["val"], shared="oracle")
+
+
+# --- the whole book ---------------------------------------------------------------------------------
+def book_estimate(chapters: Sequence[tuple[str, Any, list[Job]]], rates: dict[str, Any]) -> pd.DataFrame:
+    """The estimate of every ``(notebook, cfg, jobs)`` with a ``chapter`` column. A job marked ``shared``
+    (the main generator, the pool pretraining, the oracle) is counted in the first chapter that needs
+    it: a later chapter asking for the same model (same steps, size, model and set size) finds it in
+    the cache. Jobs of different recipes never merge: their keys differ."""
+    seen, frames = set(), []
+    for name, cfg, jobs in chapters:
+        keep = []
+        for j in jobs:
+            k = (j.shared, j.kind, j.steps, j.batch, j.image_size, j.model, j.held_images) if j.shared else None
+            if k is None or k not in seen:
+                keep.append(j)
+                seen.add(k)
+        if keep:
+            frames.append(estimate(keep, cfg, rates).assign(chapter=name))
+    return pd.concat(frames, ignore_index=True)
+
+
+def with_assumed_rate(est: pd.DataFrame, tflops: float) -> pd.DataFrame:
+    """``est`` with ``seconds`` from its counted FLOPs at an *assumed* sustained ``tflops`` (TFLOP/s):
+    a device nobody has benchmarked, e.g. a GPU seen from a CPU machine. The assumption is the caller's."""
+    if not tflops > 0:
+        raise UserError(f"--tflops must be a positive rate in TFLOP/s, got {tflops}")
+    return est.assign(seconds=est["tflop"] / tflops)
+
+
+def book_text(profile: str, est: pd.DataFrame, unplanned: Sequence[str], rates_line: str) -> str:
+    """The printed book plan: hours per chapter and kind, the totals, compute and peak memory."""
+    hours = est.pivot_table(index="chapter", columns="kind", values="seconds", aggfunc="sum", fill_value=0.0,
+                            sort=False) / 3600
+    hours = hours.reindex(columns=[k for k in KINDS if k in hours.columns])
+    table = hours.assign(total=hours.sum(axis=1), jobs=est.groupby("chapter", sort=False).size(),
+                         pflop=est.groupby("chapter", sort=False)["tflop"].sum() / 1e3)
+    table.loc["book"] = table.sum()
+    lines = [f"plan of the book at profile {profile!r}: hours per chapter and kind of job (shared models counted once)", ""]
+    with pd.option_context("display.width", 160):
+        lines += [table.round(2).to_string(), ""]
+    lines.append(f"total: about {table.loc['book', 'total']:,.1f} h, {table.loc['book', 'pflop']:,.1f} PFLOP counted; "
+                 f"peak memory about {est.memory_gb.max():,.1f} GB ({est.loc[est.memory_gb.idxmax(), 'chapter']}: "
+                 f"{est.loc[est.memory_gb.idxmax(), 'name']})")
+    if unplanned:
+        lines.append("not planned (no plan_jobs; not counted): " + ", ".join(unplanned))
+    lines.append(rates_line)
+    return "\n".join(lines)
+
+
+def plan_book(notebooks: Sequence[str | Path] | None = None, *, profile: str | None = None, device: str | None = None,
+              tflops: float | None = None, budget_hours: float | None = None) -> tuple[str, pd.DataFrame]:
+    """The plan of ``notebooks`` (default: every chapter of ``notebooks/``) at ``profile``: the text and the
+    estimate. ``tflops``: time from the counted FLOPs at that assumed rate instead of benchmarked rates."""
+    from .notebook_params import read_notebook, resolve_config
+    from .utils import project_root
+
+    paths = [Path(n) for n in notebooks] if notebooks else sorted((project_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    chapters, unplanned = [], []
+    for path in paths:
+        spec = read_notebook(path)
+        cfg, _ = resolve_config(spec, {"device": device} if device else {}, profile)
+        try:
+            _, jobs = plan_for(cfg, spec.path.name)
+        except UserError as e:
+            if "no cost plan yet" not in str(e):
+                raise
+            unplanned.append(spec.path.name)
+            continue
+        chapters.append((spec.path.stem, cfg, jobs))
+    if not chapters:
+        raise UserError("none of these notebooks has a cost plan: " + ", ".join(unplanned))
+    if tflops is None:
+        rates = bench_rates(device=chapters[0][1].device)
+        est = book_estimate(chapters, rates)
+        rates_line = (f"rates: {rates['source']} on {chapters[0][1].device}; other models and sizes scaled by forward FLOPs")
+    else:
+        zero = {"classifier": 1.0, "generator": 1.0, "nfe": 1.0, "recipe": "cpu", "source": "assumed"}
+        est = with_assumed_rate(book_estimate(chapters, zero), tflops)
+        rates_line = (f"rates: an ASSUMED sustained {tflops:g} TFLOP/s on every job (--tflops), applied to the FLOPs counted "
+                      "on the meta device (training step = 3 forwards); no benchmark on the target device backs it")
+    check_budget(est, budget_hours)
+    return book_text(cfg.profile, est, unplanned, rates_line), est
+
+
+def _cmd_plan(args) -> int:
+    text, _ = plan_book(args.notebooks, profile=args.profile, device=args.device, tflops=args.tflops,
+                        budget_hours=args.budget)
+    print(text)
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    """``cxr plan``."""
+    from .config import PROFILE_NAMES
+
+    p = subparsers.add_parser("plan", help="the cost plan of the book (or of NOTEBOOKs) at a profile, before running it",
+                              description="Sum the jobs of every chapter's plan (cxr run NB --plan gives one chapter's "
+                                          "job list), counting the models chapters share once.")
+    p.add_argument("notebooks", nargs="*", help="notebooks/NN_name.ipynb (default: every chapter)")
+    p.add_argument("--profile", choices=PROFILE_NAMES, default=None, help="smoke | cpu | cpu-full | paper (default: cpu)")
+    p.add_argument("--device", default=None, help="the device whose make bench rates to use (default: the profile's)")
+    p.add_argument("--tflops", type=float, default=None, metavar="RATE",
+                   help="estimate time from the counted FLOPs at this ASSUMED sustained TFLOP/s (a device not benchmarked)")
+    p.add_argument("--budget", type=float, default=None, metavar="HOURS", help="exit with an error if the plan exceeds HOURS")
+    p.set_defaults(func=_cmd_plan)
+
+
+def real_classifier_mark(cfg, seed: int) -> str:
+    """The ``shared`` mark of the classifier trained on R alone with ``seed``: its cache key
+    (:func:`cxrlib.experiments.common.train_cached_classifier`) is the recipe, the labels, the seed and
+    the content of R and val, so chapters whose marks are equal train the very same model."""
+    import hashlib
+
+    from .experiments.common import CLF_FIELDS
+
+    fields = [f for f in CLF_FIELDS if not (f == "clf_epochs" and cfg.clf_steps is not None)]  # as the cache key
+    fields += ["labels", "dataset", "root", "image_size", "n_pool", "labeled_fraction", "n_val"]
+    spec = json.dumps({f: getattr(cfg, f) for f in fields}, sort_keys=True, default=list)
+    return f"classifier of R alone {hashlib.sha256(spec.encode()).hexdigest()[:12]}, seed {seed}"
+
+
+def set_mark(model: str, sampler: str, steps: int, guidance: float) -> str:
+    """The ``shared`` mark of the evaluation-prevalence synthetic set of the shared model ``model`` (e.g.
+    "main generator") at a sampler setting: chapters 2, 4 and 6 sample the same cache entry ("" if the
+    model is not shared)."""
+    return f"{model}: eval-prevalence set ({sampler}-{int(steps)}, w={float(guidance):g})" if model else ""

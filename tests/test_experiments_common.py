@@ -172,6 +172,26 @@ def test_the_oracle_has_its_own_overridable_recipe(monkeypatch):
     assert c.StudyConfig.from_params(profile="paper").oracle_arch == "densenet121"
 
 
+def test_under_a_step_budget_the_epoch_count_is_not_in_the_classifier_key(monkeypatch):
+    """Chapter 3's cpu profile sets clf_epochs 6 and chapter 5's 8; both train 400 steps, so the same
+    classifier of R must be one cache entry (found, not retrained); in epoch mode the count matters."""
+    from cxrlib import cache as C
+
+    keys = []
+
+    def stop(k, *a, **kw):
+        keys.append(k)
+        raise StopIteration
+
+    monkeypatch.setattr(C, "get_or_create", stop)
+    monkeypatch.setattr(c, "fingerprint", lambda d: d)
+    for epochs, steps in ((6, 400), (8, 400), (6, None), (8, None)):
+        cfg = c.StudyConfig.from_params(profile="cpu").replace(clf_epochs=epochs, clf_steps=steps)
+        with pytest.raises(StopIteration):
+            c.train_cached_classifier(cfg, ["R"], "val", seed=0)
+    assert keys[0] == keys[1] and keys[2] != keys[3] and keys[0] != keys[2]
+
+
 def test_arms_on_two_dask_workers_equal_the_serial_run(tmp_path, monkeypatch):
     """The arms x seeds grid of evaluate_arms on a two-worker Dask cluster gives the serial run's results
     table, and the run record counts the classifiers the workers trained. A Dask worker computes with one

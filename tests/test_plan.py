@@ -104,3 +104,86 @@ def test_cxr_run_plan_prints_the_jobs_and_totals_and_budget_stops_the_run(tmp_pa
     assert "no cost plan yet" in capsys.readouterr().err
     with pytest.raises(UserError, match=r"cxr bench --device cuda"):  # CPU rates are never passed off as a GPU's
         plan.bench_rates(device="cuda")
+
+
+def test_a_book_plan_counts_a_shared_model_once_and_keeps_different_recipes_apart():
+    cfg = S.Config.from_params(profile="cpu")
+    gen = plan.Job("generator", "main", 100, 64, 32, "generator", 500, shared="main generator")
+    longer = plan.Job("generator", "main, longer", 200, 64, 32, "generator", 500, shared="main generator")
+    clf = plan.Job("classifier", "real, seed 0", 10, 64, 32, "small_cnn", 500)
+    est = plan.book_estimate([("03", cfg, [gen, clf]), ("05", cfg, [gen, longer, clf])], RATES)
+    assert est.groupby("chapter").size().to_dict() == {"03": 2, "05": 2}  # 05: the same main generator is cached
+    assert sorted(est.loc[est.chapter == "05", "name"]) == ["main, longer", "real, seed 0"]
+    fwd = plan.classifier_flops("small_cnn", 32, len(cfg.labels))
+    assert est.loc[est.name == "real, seed 0", "tflop"].iloc[0] == pytest.approx(fwd * 3 * 10 * 64 / 1e12)
+    assumed = plan.with_assumed_rate(est, 2.0)
+    assert assumed["seconds"].to_numpy() == pytest.approx(est["tflop"].to_numpy() / 2.0)
+    with pytest.raises(UserError, match="--tflops"):
+        plan.with_assumed_rate(est, 0)
+
+
+def test_chapter_1_plan_counts_the_learning_curve_as_it_reads_it():
+    from cxrlib.experiments import data as D
+
+    cfg = D.Config.from_params(profile="smoke")  # fractions (0.25, 1.0), at most 600 images at 100 %
+    jobs = plan.plan_for(cfg, "01_data.ipynb")[1]
+    assert [j.held_images for j in jobs] == [600, 150] and [j.steps for j in jobs] == [10, 3]
+    assert {j.eval_images for j in jobs} == {2 * cfg.n_test} and {j.model for j in jobs} == {cfg.difficulty_arch}
+
+
+def test_cxr_plan_sums_the_book_names_the_unplanned_chapters_and_honours_the_budget(tmp_path, monkeypatch, capsys):
+    from cxrlib.cli import main
+
+    bench_dir = tmp_path / "bench"
+    bench_dir.mkdir()
+    rows = [{"benchmark": "classifier training", "setting": "small_cnn 32px batch 64", "value": 250.0, "unit": "images/s"},
+            {"benchmark": "generator training", "setting": "cpu recipe 32px batch 64", "value": 30.0, "unit": "images/s"},
+            {"benchmark": "sampling", "setting": "ddim-50 32px", "value": 500.0, "unit": "image-steps/s"}]
+    (bench_dir / "bench-20261204-000000.json").write_text(json.dumps({"machine": {}, "rows": rows}))
+    monkeypatch.setenv("CXR_BENCH_DIR", str(bench_dir))
+    nbs = ["notebooks/03_imbalance.ipynb", "notebooks/05_supplementation.ipynb", "notebooks/09_performance.ipynb"]
+    assert main(["plan", *nbs, "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "03_imbalance" in out and "05_supplementation" in out and "\nbook " in out
+    assert "not planned (no plan_jobs; not counted): 09_performance.ipynb" in out and str(bench_dir) in out
+    text, est = plan.plan_book(nbs[:2], profile="smoke")
+    assert est.loc[est.shared == "main generator", "chapter"].tolist() == ["03_imbalance"]  # chapter 5 reuses it
+    _, assumed = plan.plan_book(nbs[:2], profile="smoke", tflops=1.0)
+    assert assumed["seconds"].sum() == pytest.approx(est["tflop"].sum())
+    assert main(["plan", *nbs[:2], "--profile", "smoke", "--tflops", "1e-9", "--budget", "1"]) == 2
+    assert "over the budget" in capsys.readouterr().err
+
+
+def test_the_book_plan_shares_the_real_classifiers_and_the_main_generators_sets_across_chapters():
+    """The real arm (R alone) is one cached classifier per seed for chapters 3, 4 and 5, and chapter 2's
+    evaluation set of the main generator is chapter 4's: a book plan counts each in its first chapter."""
+    from cxrlib.experiments import generators as G
+    from cxrlib.experiments import imbalance as I
+    from cxrlib.experiments import pretraining as P
+
+    chapters = []
+    for name, module in (("02", G), ("03", I), ("04", P), ("05", S)):
+        cfg = module.Config.from_params(profile="cpu")
+        chapters.append((name, cfg, plan.plan_for(cfg, f"{name}.ipynb")[1]))
+    est = plan.book_estimate(chapters, RATES)
+    real = est[est.shared.str.startswith("classifier of R alone")]
+    assert real.chapter.tolist() == ["03"] * chapters[1][1].n_seeds
+    main_sets = est[est.shared.str.startswith("main generator: eval-prevalence")]
+    assert "04" not in set(main_sets.chapter) and "02" in set(main_sets.chapter)
+    assert est[est.shared == "main generator"].chapter.tolist() == ["02"]
+    assert est[est.shared == "oracle"].chapter.tolist() == ["02"]
+
+
+def test_other_generator_families_are_estimated_by_their_own_counted_flops():
+    """A GAN or latent model is not timed as the pixel DDPM: its jobs carry FLOPs counted on the meta
+    device, and the estimate scales the benchmarked DDPM rate by them."""
+    from cxrlib.experiments import comparison as C
+
+    cfg = C.Config.from_params(profile="cpu")
+    jobs = {j.name.split(":")[0]: j for j in C.plan_jobs(cfg, plan.plan_data(cfg)) if j.kind == "generator"}
+    ddpm, _ = plan.generator_flops(cfg)
+    assert 0 < jobs["gan"].step_flops < 3 * ddpm and jobs["ddpm"].step_flops == 0.0
+    est = plan.estimate([jobs["gan"], jobs["ddpm"]], cfg, RATES).set_index("name")
+    per_image = est.seconds / (est.steps * est.batch)
+    assert per_image.iloc[0] / per_image.iloc[1] == pytest.approx(jobs["gan"].step_flops / (3 * ddpm))
+    assert est.tflop.iloc[0] == pytest.approx(jobs["gan"].step_flops * jobs["gan"].steps * jobs["gan"].batch / 1e12)

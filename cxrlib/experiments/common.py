@@ -301,6 +301,8 @@ def train_cached_classifier(cfg: StudyConfig, train_sets: Sequence[CXRDataset], 
 
     spec = {f: getattr(cfg, f) for f in CLF_FIELDS}
     spec.update(seed=seed, labels=list(cfg.labels), balanced_sampling=balanced_sampling, **overrides)
+    if spec["clf_steps"] is not None:  # under a step budget the epoch count never reaches the training: not in the key
+        del spec["clf_epochs"]
     k = C.key("classifier", spec, inputs=[fingerprint(d) for d in train_sets] + [fingerprint(val)])
 
     def produce(d):

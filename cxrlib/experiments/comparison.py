@@ -418,3 +418,46 @@ def plot_gain_by_amount(gain_table: pd.DataFrame):
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# The cost plan (cxr run --plan, cxrlib.plan)
+# ------------------------------------------------------------------------------------------------
+def plan_jobs(cfg: Config, data) -> list:
+    """The jobs of a run of this chapter (``cxr run --plan``, :mod:`cxrlib.plan`), as the notebook makes them:
+    the generators of :func:`train_generators` (the pixel DDPM is the main generator, the few-shot model
+    fine-tunes the pool-pretrained generator on :func:`few_shot_subset` of R's real labels, the latent model is
+    shared with chapter 8), each one's :func:`sample_grid` and :func:`synthetic_sets` samples (a GAN image is
+    one forward pass), every architecture x arm x seed of :func:`downstream` and the oracle of :func:`quality`."""
+    from ..plan import Job, classifier_jobs, oracle_job
+    from .generator_families import family_flops, few_shot_subset, latent_jobs, network_evaluations, sampling_flops
+
+    sizes, n, size, L = data.sizes, data.sizes["train"], cfg.image_size, len(cfg.labels)
+    jobs = []
+    for g in cfg.generators:
+        if g == "gan":
+            jobs.append(Job("generator", "gan: label-conditional GAN on R", cfg.gan_steps, cfg.gan_batch_size, size,
+                            "generator", n, step_flops=family_flops(cfg, "gan")[0]))
+        elif g == "ddpm":
+            jobs.append(Job("generator", "ddpm: conditional DDPM on R (the main generator)", cfg.gen_steps,
+                            cfg.gen_batch_size, size, "generator", n, shared="main generator"))
+        elif g == "ldm":
+            jobs += latent_jobs(cfg, n)
+        else:
+            few = len(few_shot_subset(data.real(), cfg.labels, cfg.fewshot_k, cfg.seed))
+            jobs.append(Job("generator", "unconditional DDPM pretrained on the pool", cfg.gen_steps, cfg.gen_batch_size,
+                            size, "generator", sizes["pool"], shared="pool-pretrained generator"))
+            jobs.append(Job("generator", f"fewshot: the pretrained DDPM fine-tuned on {few} images of R", cfg.fewshot_steps,
+                            cfg.fewshot_batch_size, size, "generator", few))
+    kind = {"gan": "gan", "ldm": "latent-diffusion"}
+    for g in cfg.generators:
+        nfe = network_evaluations(cfg, kind.get(g, "ddpm"))
+        flops = sampling_flops(cfg, kind.get(g, "ddpm"), nfe)
+        for what, m in (("sample grid", (L + 1) * cfg.n_grid), ("synthetic set", max(cfg.amounts) * L)):
+            jobs.append(Job("sampling", f"{g}: {what}", nfe, m, size, "generator", m, step_flops=flops))
+    tests = sizes["test"] + sum(sizes[f"external {s}"] for s in cfg.test_sets if s != "internal")
+    for row in cfg.arch_plan().itertuples():
+        acfg = cfg.replace(clf_arch=row.arch, clf_epochs=int(row.epochs), n_seeds=int(row.seeds))
+        arms = {"real": n, **{arm_name(g, a): n + a * L for g in cfg.generators for a in row.amounts}}
+        jobs += [dataclasses.replace(j, name=f"{row.arch}: {j.name}") for j in classifier_jobs(acfg, arms, sizes, tests, real="real")]
+    return jobs + [oracle_job(cfg, sizes)]

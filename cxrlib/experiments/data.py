@@ -209,6 +209,27 @@ def learning_curve(cfg: Config, progress: bool = True) -> pd.DataFrame:
                                 progress=progress)
 
 
+def plan_jobs(cfg: Config, data=None) -> list:
+    """The jobs of a run of this chapter (``cxr run --plan``): one learning-curve classifier per labeled
+    fraction (its images counted from the split's metadata exactly as :func:`learning_curve` reads them),
+    ``difficulty_epochs`` passes validated after each on the val split and predicting the test split."""
+    import math
+
+    from ..data import load_meta
+    from ..plan import Job
+
+    def count(split, **kw):
+        return len(load_meta(cfg.dataset, root=cfg.root, split=split, **kw)[0])
+
+    val, test, jobs = count("val", n_max=cfg.n_test), count("test", n_max=cfg.n_test), []
+    for frac in sorted(cfg.difficulty_fractions, reverse=True):
+        n_max = None if cfg.difficulty_n_max is None else max(1, int(round(cfg.difficulty_n_max * frac)))
+        n = count("train", labeled_fraction=frac, n_max=n_max)
+        jobs.append(Job("classifier", f"learning curve frac={frac:g}", cfg.difficulty_epochs * math.ceil(n / 64), 64,
+                        cfg.image_size, cfg.difficulty_arch, n, eval_images=cfg.difficulty_epochs * val + test))
+    return jobs
+
+
 def _cached_classifier(cfg: Config, train, val, frac: float, progress: bool):
     from ..cache import get_or_create, key
     from ..classify import load_classifier, save_classifier, train_classifier

@@ -157,6 +157,17 @@ def variants(cfg: Config, sets: common.RealSets, progress: bool = True) -> pd.Da
     Trains the main generator if needed (it is shared with chapters 2-5), and chapter 4's generators
     only if ``pretraining_variants="always"``."""
     snaps = synthetic.main_generator_snapshots(cfg, sets, progress=progress)
+    gens = None
+    if cfg.pretraining_variants != "never":
+        gens = P.generators(pretraining_config(cfg), sets, progress=progress,
+                            cached_only=cfg.pretraining_variants == "if_cached")
+    return variant_rows(cfg, snaps, gens)
+
+
+def variant_rows(cfg: Config, snaps: Mapping[int, object], gens: pd.DataFrame | None) -> pd.DataFrame:
+    """The rows of :func:`variants` from the main generator's snapshots ``{step: model folder}`` and chapter
+    4's generator table (:func:`pretraining.generators`; None: no chapter-4 variant). Trains nothing (the plan
+    builds the same rows from placeholder paths)."""
     final = snaps[cfg.gen_steps]
     d = dict(sampler=cfg.sampler, steps=cfg.sampler_steps, guidance=cfg.guidance)
     rows = [dict(variant=f"final ({cfg.sampler}-{cfg.sampler_steps}, w={cfg.guidance:g})", family="default", path=final,
@@ -169,9 +180,7 @@ def variants(cfg: Config, sets: common.RealSets, progress: bool = True) -> pd.Da
              for w in guidances if w != cfg.guidance]
     rows += [dict(variant=f"{s}-{n}", family="sampler", path=final, gen_step=cfg.gen_steps, **{**d, "sampler": s, "steps": n})
              for s, n in samplers if (s, n) != (cfg.sampler, cfg.sampler_steps)]
-    if cfg.pretraining_variants != "never":
-        pcfg = pretraining_config(cfg)
-        gens = P.generators(pcfg, sets, progress=progress, cached_only=cfg.pretraining_variants == "if_cached")
+    if gens is not None:
         main_name = P.generator_name("scratch", cfg.labeled_fraction)  # = the final main generator, already a variant
         rows += [dict(variant=g, family="chapter 4", path=r.path, gen_step=r.unlabeled_steps + r.labeled_steps, **d)
                  for g, r in gens.iterrows() if g != main_name]
@@ -195,12 +204,18 @@ def synthetic_sets(cfg: Config, sets: common.RealSets, var: pd.DataFrame, progre
 def utility(cfg: Config, sets: common.RealSets, syn: Mapping, progress: bool = True) -> pd.DataFrame:
     """Arms ``real`` (R), ``synthetic only: v`` and ``real + synthetic: v`` for each variant v, all
     seeds, on the internal test set (results table; reference arm ``real``)."""
-    arms = {"real": [sets.train]}
+    return common.evaluate_arms(cfg, utility_arms(sets.train, syn), sets, reference="real", metrics=("auroc",),
+                                test_sets={"internal": sets.test}, progress=progress)
+
+
+def utility_arms(real, syn: Mapping) -> dict:
+    """The training sets of :func:`utility`'s arms: ``real`` (R), then per variant v ``synthetic only: v`` and
+    ``real + synthetic: v``."""
+    arms = {"real": [real]}
     for v, ds in syn.items():
         arms[f"synthetic only: {v}"] = [ds]
-        arms[f"real + synthetic: {v}"] = [sets.train, ds]
-    return common.evaluate_arms(cfg, arms, sets, reference="real", metrics=("auroc",), test_sets={"internal": sets.test},
-                                progress=progress)
+        arms[f"real + synthetic: {v}"] = [real, ds]
+    return arms
 
 
 def variant_table(var: pd.DataFrame, results: pd.DataFrame, fid: pd.DataFrame) -> pd.DataFrame:
@@ -377,3 +392,67 @@ def plot_correlations(corr: pd.DataFrame):
     axes[0, 0].invert_yaxis()
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# The cost plan (cxr run --plan)
+# ------------------------------------------------------------------------------------------------
+def plan_jobs(cfg: Config, data) -> list:
+    """The jobs of a run of this chapter (``cxr run --plan``, :mod:`cxrlib.plan`): the main generator (one run,
+    its EMA snapshots on the way), chapter 4's generators when ``pretraining_variants="always"``, one synthetic
+    set per variant of :func:`variant_rows` (``n_syn`` images at its sampler, steps and guidance), the oracle of
+    the fidelity metrics and every arm x seed of :func:`utility_arms`.
+
+    With ``"if_cached"`` chapter 4's generators are not trained here, but their sets and classifiers are
+    counted as if chapter 4 had cached them (a book run does: without them the run is shorter, never longer).
+    Chapter 4's generators and the sets of the final generator and of chapter 4's carry chapter 4's marks
+    (:func:`pretraining_plan.shared_name`): the same cache entries, counted once in a book plan."""
+    from ..plan import Job, classifier_jobs, oracle_job, set_mark, stand_in
+    from .pretraining_plan import shared_name
+
+    sizes, n, size = data.sizes, data.sizes["train"], cfg.image_size
+    snaps = sorted({s for s in cfg.gen_checkpoints if 0 < s < cfg.gen_steps} | {cfg.gen_steps})
+    jobs = [Job("generator", f"conditional DDPM on R (the main generator; EMA snapshots at {snaps})", cfg.gen_steps,
+                cfg.gen_batch_size, size, "generator", n, shared="main generator")]
+    gens, pcfg = None, pretraining_config(cfg)
+    if cfg.pretraining_variants != "never":
+        gen_jobs, gens = _chapter4_plan(cfg, data)
+        jobs += gen_jobs if cfg.pretraining_variants == "always" else []
+    var = variant_rows(cfg, dict.fromkeys(snaps), gens)
+    maybe = " (if chapter 4 cached its generator)" if cfg.pretraining_variants == "if_cached" else ""
+    for v, r in var.iterrows():
+        if r.family == "chapter 4":  # chapter 4's set of that generator
+            model = shared_name(pcfg, gens.loc[v, "kind"], gens.loc[v, "fraction"])
+        else:  # the final main generator's sets are chapter 2's and 4's; nobody else samples a snapshot
+            model = "" if r.family == "checkpoint" else "main generator"
+        mark = set_mark(model, r.sampler, r.steps, r.guidance)
+        jobs.append(Job("sampling", f"synthetic set of {v}{maybe if r.family == 'chapter 4' else ''}",
+                        int(r.steps) * (2 if r.guidance else 1), cfg.n_syn, size, "generator", cfg.n_syn, shared=mark))
+    jobs.append(oracle_job(cfg, sizes))
+    arms = utility_arms(stand_in(n), {v: stand_in(cfg.n_syn) for v in var.index})
+    return jobs + classifier_jobs(cfg, {a: sum(len(d) for d in ds) for a, ds in arms.items()}, sizes, sizes["test"],
+                                  real="real")
+
+
+def _chapter4_plan(cfg: Config, data) -> tuple[list, pd.DataFrame]:
+    """The generator jobs of :func:`pretraining.generators` on :func:`pretraining_config` (the pool pretraining, a
+    fine-tuning per ``ft_fractions``, a from-scratch run per ``scratch_fractions`` other than R's, which is the
+    main generator), marked as chapter 4's plan marks them, and the generator table for :func:`variant_rows`."""
+    from ..plan import Job
+    from .pretraining_plan import plan_sets, planned_generators, shared_name
+
+    pcfg, size, batch = pretraining_config(cfg), cfg.image_size, cfg.gen_batch_size
+    gens = planned_generators(pcfg, plan_sets(data))  # R_f drawn by pretraining.labeled_subset from the pool's metadata
+    pre_steps = pcfg.pretrain_steps or pcfg.gen_steps
+    jobs = [Job("generator", "chapter 4: unconditional DDPM pretrained on the pool", pre_steps, batch, size, "generator",
+                data.sizes["pool"], shared="pool-pretrained generator" if pre_steps == pcfg.gen_steps else "")]
+    steps = {"pretrained+FT": pcfg.ft_steps, "scratch": pcfg.gen_steps}
+    what = {"pretrained+FT": "fine-tuned", "scratch": "from scratch"}
+    for g, r in gens.iterrows():
+        mark = shared_name(pcfg, r.kind, r.fraction)
+        if mark != "main generator":  # scratch at R's fraction is the main generator, counted once
+            jobs.append(Job("generator", f"chapter 4: {g} ({what[r.kind]} on R_f)", steps[r.kind], batch, size,
+                            "generator", int(r.labeled_images), shared=mark))
+    table = gens.assign(unlabeled_steps=[pre_steps if k == "pretrained+FT" else 0 for k in gens.kind],
+                        labeled_steps=[steps[k] for k in gens.kind], path=None)
+    return jobs, table

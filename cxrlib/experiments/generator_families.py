@@ -14,6 +14,7 @@ The pixel DDPM itself (the main and the pool-pretrained generator) is :mod:`.syn
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 from pathlib import Path
 from typing import Callable, Mapping
@@ -206,3 +207,100 @@ def generated_set(cfg: StudyConfig, generator_dir: str | Path, conditions: pd.Da
     ds = load_synthetic_set(entry / "set", verify=False)  # the cache verified every file already
     ds.name = f"synthetic:{name}"
     return ds
+
+
+# ------------------------------------------------------------------------------------------------
+# The cost plan's view of them (chapters 7 and 8, cxrlib.plan)
+# ------------------------------------------------------------------------------------------------
+def network_evaluations(cfg: StudyConfig, kind: str, strength: float = 1.0) -> int:
+    """Network evaluations per image of a :func:`generated_set` of a ``kind`` generator at the config's
+    sampler: the GAN's one forward pass; a diffusion model's ``sampler_steps`` (x2 under classifier-free
+    guidance), of which image-to-image at ``strength`` runs the last ``⌊strength · sampler_steps⌋``
+    (:func:`cxrlib.generators.latent_sampling.img2img_timesteps`)."""
+    if kind == "gan":
+        return 1
+    steps = min(int(cfg.sampler_steps * strength), cfg.sampler_steps)
+    return steps * (2 if cfg.guidance else 1)
+
+
+def latent_jobs(cfg: LatentRecipe, n_train: int) -> list:
+    """The plan's jobs of :func:`latent_generator` on R (``n_train`` images): the autoencoder, then the
+    latent denoiser. Both chapters 7 and 8 train this very cache entry (same function, options from the
+    shared :class:`LatentRecipe`), so both are marked shared; a book plan counts them once."""
+    from ..plan import Job
+
+    return [Job("generator", "ldm: autoencoder of the latent diffusion model, on R", cfg.ldm_vae_steps,
+                cfg.ldm_vae_batch_size, cfg.image_size, "generator", n_train, shared="latent generator: autoencoder",
+                step_flops=family_flops(cfg, "autoencoder")[0]),
+            Job("generator", "ldm: latent denoiser, on R's latents", cfg.ldm_steps, cfg.ldm_batch_size, cfg.image_size,
+                "generator", n_train, shared="latent generator", step_flops=family_flops(cfg, "latent-denoiser")[0])]
+
+
+def sampling_flops(cfg: LatentRecipe, kind: str, evaluations: int) -> float:
+    """FLOPs per image and network evaluation of sampling a ``kind`` generator ("gan", "latent-diffusion";
+    0.0 for the pixel DDPM: the plan's default), a latent sample's one decode spread over its evaluations."""
+    if kind == "gan":
+        return family_flops(cfg, "gan")[1]
+    if kind == "latent-diffusion":
+        return family_flops(cfg, "latent-denoiser")[1] + family_flops(cfg, "autoencoder")[1] / max(1, evaluations)
+    return 0.0
+
+
+def family_flops(cfg: LatentRecipe, kind: str) -> tuple[float, float]:
+    """``(FLOPs per image of one training step, FLOPs per image of one network evaluation when sampling)``
+    of a ``kind`` model of the config ("gan", "autoencoder", "latent-denoiser"), counted on the meta
+    device (nothing computed; a backward pass counts as two forwards), for the plan's estimate. The GAN's
+    step is D on real and fake images and G through D (4 G + 9 D forwards); a latent sample adds one
+    decode per image, which the caller spreads over its network evaluations."""
+    import json
+
+    options = gan_options(cfg) if kind == "gan" else latent_options(cfg)
+    return _family_flops(kind, json.dumps(options, sort_keys=True, default=list))
+
+
+@functools.lru_cache(maxsize=None)
+def _family_flops(kind: str, options_json: str) -> tuple[float, float]:
+    import inspect
+    import json
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..models.unet import Condition
+
+    def count(fn) -> float:
+        with FlopCounterMode(display=False) as fc:
+            fn()
+        return float(fc.get_total_flops())
+
+    o = json.loads(options_json)
+    n, size = len(o["labels"]), o["image_size"]
+    with torch.device("meta"):
+        cond = Condition(torch.zeros(1, n), torch.ones(1, n, dtype=torch.bool), torch.zeros(1, dtype=torch.long), torch.zeros(1))
+        x = torch.zeros(1, 1, size, size)
+        if kind == "gan":
+            from ..generators.gan import GANDiscriminator, GANGenerator, gan_config
+
+            arch = gan_config(image_size=size, labels=o["labels"], g_channels=o["g_channels"], d_channels=o["d_channels"])
+            g_net, d_net, z = GANGenerator(arch), GANDiscriminator(arch), torch.zeros(1, arch["z_dim"])
+            g, d = count(lambda: g_net(z, cond)), count(lambda: d_net(x, cond))
+            return 4 * g + 9 * d, g
+        from diffusers import AutoencoderKL
+
+        from ..generators.latent import autoencoder_config, denoiser_config, latent_size, train_latent_diffusion
+        from ..models.unet import ConditionalUNet
+
+        ae = autoencoder_config(image_size=size, vae_channels=o["vae_channels"], latent_channels=o["latent_channels"])
+        vae, latent = AutoencoderKL(**ae), torch.zeros(1, o["latent_channels"], latent_size(ae), latent_size(ae))
+        enc, dec = count(lambda: vae.encode(x)), count(lambda: vae.decode(latent))
+        if kind == "autoencoder":
+            return 3 * (enc + dec), dec
+        defaults = {k: p.default for k, p in inspect.signature(train_latent_diffusion).parameters.items()}
+        den = denoiser_config(ae, labels=o["labels"], channels=o["unet_channels"], layers_per_block=o["layers_per_block"],
+                              attention=defaults["attention"], norm_groups=min(defaults["norm_groups"], *o["unet_channels"]),
+                              cond_hidden=defaults["cond_hidden"], prediction_type=o["prediction_type"],
+                              beta_schedule=o["beta_schedule"], num_train_timesteps=defaults["num_train_timesteps"],
+                              time_scale_shift=o["time_scale_shift"], label_channels=o["label_channels"])
+        unet = ConditionalUNet(den)
+        u = count(lambda: unet(latent, torch.zeros(1, dtype=torch.long), cond))
+        return 3 * u, u

@@ -136,6 +136,13 @@ def variant_metrics(cfg: Config, sets: RealSets, gen_dir: Path, oracle_model, *,
     }
 
 
+def comparison_variants(cfg: Config) -> list[tuple[str, int, float, str]]:
+    """The variants of :func:`sampler_comparison`, ``(sampler, steps, guidance, comparison)``: each of
+    ``sampler_grid`` at the study guidance, then each ``grid_guidance`` weight at the study sampler."""
+    variants = [(*parse_variant(v), cfg.guidance, "sampler") for v in cfg.sampler_grid]
+    return variants + [(cfg.sampler, cfg.sampler_steps, w, "guidance") for w in cfg.grid_guidance]
+
+
 def sampler_comparison(cfg: Config, sets: RealSets, gen_dir: Path, oracle_model, progress: bool = True) -> pd.DataFrame:
     """One row per sampler variant (at guidance ``cfg.guidance``) and per guidance weight (at the
     default sampler): fidelity, label consistency and seconds per image."""
@@ -144,13 +151,20 @@ def sampler_comparison(cfg: Config, sets: RealSets, gen_dir: Path, oracle_model,
 
     real_x = sets.test.to_tensors()[0]
     real_f = extract_features(study_extractor(oracle_model), real_x, device=cfg.device)
-    variants = [(*parse_variant(v), cfg.guidance, "sampler") for v in cfg.sampler_grid]
-    variants += [(cfg.sampler, cfg.sampler_steps, w, "guidance") for w in cfg.grid_guidance]
+    variants = comparison_variants(cfg)
     rows = []
     for sampler, steps, w, kind in tqdm(variants, desc="generator variants", **({} if progress else {"disable": True})):
         rows.append({"comparison": kind, **variant_metrics(cfg, sets, gen_dir, oracle_model, sampler=sampler, steps=steps,
                                                            guidance=w, real_features=real_f, progress=False)})
     return pd.DataFrame(rows)
+
+
+def flip_conditions(cfg: Config, source, label: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``n_flip`` counterfactual twin conditions ``(on, off)`` of ``label``, drawn from ``source`` (R)."""
+    from ..generators.conditions import flipped_conditions
+    from ..utils import derive_seed
+
+    return flipped_conditions(source, label, cfg.n_flip, label_names=cfg.labels, seed=derive_seed(cfg.seed, "flip", label) % 2**31)
 
 
 def label_flip_effects(cfg: Config, sets: RealSets, gen_dir: Path, oracle_model, progress: bool = True) -> pd.DataFrame:
@@ -162,14 +176,13 @@ def label_flip_effects(cfg: Config, sets: RealSets, gen_dir: Path, oracle_model,
     (``p_adj``, statsmodels) and ``n``."""
     from ..classify import predict
     from ..fidelity import paired_label_effect
-    from ..generators.conditions import flipped_conditions
     from ..stats import adjust_pvalues
     from ..utils import derive_seed, tqdm
     from .synthetic import synthetic_set
 
     rows = []
     for j, label in enumerate(tqdm(list(cfg.labels), desc="label flips", **({} if progress else {"disable": True}))):
-        on, off = flipped_conditions(sets.train, label, cfg.n_flip, label_names=cfg.labels, seed=derive_seed(cfg.seed, "flip", label) % 2**31)
+        on, off = flip_conditions(cfg, sets.train, label)
         seed = derive_seed(cfg.seed, "synthetic", "flip", label) % 2**31  # one seed for both twins
         s_on = predict(oracle_model, synthetic_set(cfg, gen_dir, on, name=f"flip-{label}-on", seed=seed, progress=False), device=cfg.device)
         s_off = predict(oracle_model, synthetic_set(cfg, gen_dir, off, name=f"flip-{label}-off", seed=seed, progress=False), device=cfg.device)
@@ -289,3 +302,40 @@ def plot_flip_effects(flips: pd.DataFrame, unpaired: pd.Series | None = None):
     ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.01), ncol=2, frameon=False)  # above: never over a point
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# Cost plan
+# ------------------------------------------------------------------------------------------------
+def plan_jobs(cfg: Config, data) -> list:
+    """The jobs of a run of this chapter (``cxr run --plan``, :mod:`cxrlib.plan`): the main generator (its
+    EMA snapshots at ``gen_checkpoints`` are stops of the same run; this chapter samples only the final
+    one), the per-label grids (sampled directly, not cached), one ``n_eval`` prevalence set per distinct
+    cache key among :func:`comparison_variants` and the memorization audit's study variant, the
+    ``n_timing`` images each variant samples afresh, the twins of :func:`flip_conditions` drawn from R's
+    labels, and the oracle. Feature extraction and the oracle's predictions are not jobs."""
+    from types import SimpleNamespace
+
+    from ..plan import Job, oracle_job, set_mark
+
+    size = cfg.image_size
+
+    def sampling(name: str, steps: int, guidance: float, n: int) -> Job:  # classifier-free guidance: two passes per step
+        return Job("sampling", name, int(steps) * (2 if float(guidance) else 1), n, size, "generator", n)
+
+    snaps = f"; EMA snapshots at {', '.join(map(str, sorted(cfg.gen_checkpoints)))}" if cfg.gen_checkpoints else ""
+    jobs = [Job("generator", f"conditional DDPM on R (the main generator{snaps})", cfg.gen_steps, cfg.gen_batch_size, size,
+                "generator", data.sizes["train"], shared="main generator")]
+    rows = len(label_conditions(cfg)[0])
+    jobs += [sampling(f"label grid {cfg.sampler}-{cfg.sampler_steps} w={w:g}", cfg.sampler_steps, w, rows) for w in cfg.grid_guidance]
+    r = SimpleNamespace(train=data.real())  # what eval_conditions and the flips read of the real sets: R's labels
+    n_eval, variants = len(eval_conditions(cfg, r)), comparison_variants(cfg)
+    keys = dict.fromkeys([(s, int(k), float(w)) for s, k, w, _ in variants]  # synthetic_set's cache key: one set each
+                         + [(cfg.sampler, int(cfg.sampler_steps), float(cfg.guidance))])  # memorization()'s set
+    jobs += [dataclasses.replace(sampling(f"eval-prevalence set {s}-{k} w={w:g}", k, w, n_eval),
+                                 shared=set_mark("main generator", s, k, w)) for s, k, w in keys]
+    jobs += [sampling(f"timing {s}-{k} w={w:g} (sampled afresh)", k, w, cfg.n_timing) for s, k, w, _ in variants]
+    for label in cfg.labels:
+        on, off = flip_conditions(cfg, r.train, label)
+        jobs += [sampling(f"label flip {label}: {t} twins", cfg.sampler_steps, cfg.guidance, len(c)) for t, c in (("on", on), ("off", off))]
+    return jobs + [oracle_job(cfg, data.sizes)]

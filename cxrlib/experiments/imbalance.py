@@ -75,8 +75,8 @@ class Config(StudyConfig):
 
     PROFILES: ClassVar = merge_profiles({
         "smoke": dict(synthetic_fraction=0.5, minority_target=0.5, n_grid=3),
-        # cpu: the budget keeps synthetic sets of |R| / 2, 2 seeds and 6 epochs (as chapter 5's cpu profile, so
-        # the real classifiers are shared); the paper profile keeps the full design
+        # cpu: synthetic sets of |R| / 2; 6 epochs only if clf_steps is unset (under the step budget the epoch
+        # count is not in the classifier's cache key, so the real arm's classifiers are chapter 5's); paper: the full design
         "cpu": dict(synthetic_fraction=0.5, minority_target=0.5, clf_epochs=6),
         "paper": dict(),
     })
@@ -465,4 +465,4 @@ def plan_jobs(cfg: Config, data) -> list:
     jobs += [Job("sampling", f"{k} synthetic set", nfe, m, size, "generator", m) for k, m in added.items() if m]
     sets = {"real": n, "synthetic-natural": n_syn, "synthetic-balanced": n_syn, "real-oversampled": n,
             "real+minority": n + added.get("minority", 0)}
-    return jobs + classifier_jobs(cfg, {a: sets[a] for a in cfg.arms}, data.sizes, data.sizes["test"])
+    return jobs + classifier_jobs(cfg, {a: sets[a] for a in cfg.arms}, data.sizes, data.sizes["test"], real="real")

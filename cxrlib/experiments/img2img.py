@@ -76,6 +76,9 @@ class Config(LatentRecipe):
         bad = [s for s in (*self.strengths, *self.arm_strengths) if not 0.0 < s <= 1.0]
         if bad or not self.strengths:
             raise ConfigError(f"parameters 'strengths'/'arm_strengths': expected values in (0, 1], got {bad or 'none'}")
+        missing = [s for s in self.arm_strengths if float(s) not in {float(t) for t in self.strengths}]
+        if missing:  # downstream() trains on the translations at each arm strength: they must be made
+            raise ConfigError(f"parameter 'arm_strengths': {missing} are not among strengths {list(self.strengths)}")
         if self.task not in ("binary", "multilabel"):
             raise ConfigError(f"parameter 'task': {self.task!r} is not one of binary, multilabel")
         if self.n_translate < 1 or self.n_grid < 1:
@@ -306,3 +309,50 @@ def plot_metrics(table: pd.DataFrame, minority: str):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# The cost plan (cxr run --plan, cxrlib.plan)
+# ------------------------------------------------------------------------------------------------
+def plan_sets(cfg: Config, data) -> RealSets:
+    """Image-less stand-ins of the chapter's real sets with their real metadata (``data.real()`` for R; val
+    and test read from the dataset's metadata when the binary task reduces them), for :func:`normal_sources`
+    and :func:`task_sets`."""
+    from ..data import load_meta
+    from ..data.labels import CHEXPERT_LABELS
+    from ..plan import stand_in
+
+    def split(name, n_max):
+        if cfg.task == "multilabel":
+            return stand_in(data.sizes[name])
+        meta = load_meta(cfg.dataset, root=cfg.root, split=name, n_max=n_max)[0].reset_index(drop=True)
+        return stand_in(len(meta), meta, [l for l in CHEXPERT_LABELS if l in meta])
+
+    return RealSets(pool=stand_in(0), train=data.real(), val=split("val", cfg.n_val), test=split("test", cfg.n_test),
+                    external={})
+
+
+def plan_jobs(cfg: Config, data) -> list:
+    """The jobs of a run of this chapter (``cxr run --plan``, :mod:`cxrlib.plan`), as the notebook makes them:
+    the latent generator (shared with chapter 7), the translations of :func:`normal_sources` (drawn from R's
+    real labels) at every strength and their controls (``⌊s · sampler_steps⌋`` denoiser steps each), every
+    arm x seed of :func:`downstream` on the task of :func:`task_sets`, and the oracle of :func:`consistency`."""
+    from ..plan import Job, classifier_jobs, oracle_job
+    from .generator_families import latent_jobs, network_evaluations, sampling_flops
+
+    sets = plan_sets(cfg, data)
+    n_src = len(normal_sources(cfg, sets))
+    jobs = latent_jobs(cfg, data.sizes["train"])
+    for control in (False, True):
+        for s in cfg.strengths:
+            what = "control translations (normal condition)" if control else f"translations to {cfg.minority_label}"
+            nfe = network_evaluations(cfg, "latent-diffusion", s)
+            jobs.append(Job("sampling", f"{what}, s={s:g}", nfe, n_src, cfg.image_size, "generator", n_src,
+                            step_flops=sampling_flops(cfg, "latent-diffusion", nfe)))
+    tcfg, tsets = task_sets(cfg, sets)
+    n = len(tsets.train)
+    arms = {"real": n, **{arm_name(s, c): n + n_src for s in cfg.arm_strengths for c in (False, True)}}
+    # the real arm is the other chapters' only on their task (multilabel: the same labels and R)
+    jobs += classifier_jobs(tcfg, arms, {**data.sizes, "val": len(tsets.val)}, len(tsets.test),
+                            real="real" if cfg.task == "multilabel" else None)
+    return jobs + [oracle_job(cfg, data.sizes)]

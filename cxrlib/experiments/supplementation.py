@@ -449,7 +449,7 @@ def plan_jobs(cfg: Config, data) -> list:
     jobs += [Job("sampling", f"{s} stream", nfe, len(d), size, "generator", len(d)) for s, d in streams.items()]
     _, table = build_arms(cfg, stand_in(n), streams)
     tests = sizes["test"] + (sum(v for k, v in sizes.items() if k.startswith("external ")) if cfg.evaluate_external else 0)
-    jobs += classifier_jobs(cfg, dict(zip(table.arm, table.n_train)), sizes, tests)
+    jobs += classifier_jobs(cfg, dict(zip(table.arm, table.n_train)), sizes, tests, real="real")
     if cfg.mixing_site:
         _, mix = mixing_arms(cfg, stand_in(n), streams[f"{R_ONLY} 1"])
         jobs += classifier_jobs(cfg, dict(zip(mix.arm, mix.n_train)), sizes, sizes["test"])

@@ -114,6 +114,16 @@ def latent_size(ae_config: dict) -> int:
     return ae_config["sample_size"] // 2 ** (len(ae_config["block_out_channels"]) - 1)
 
 
+def denoiser_config(ae_config: dict, **generator_options) -> dict:
+    """The latent denoiser's config: the pixel DDPM's (:func:`generator_config` with ``generator_options``)
+    at the latent size, seeing the autoencoder's latent channels (+ the label channels) instead of one
+    image channel."""
+    latent_channels = int(ae_config["latent_channels"])
+    den = generator_config(image_size=latent_size(ae_config), **generator_options)
+    den["unet"].update(in_channels=den["unet"]["in_channels"] - 1 + latent_channels, out_channels=latent_channels)
+    return den
+
+
 class LatentDiffusion(GeneratorModel):
     """``vae`` (AutoencoderKL) + ``denoiser`` (ConditionalUNet on the scaled latents).
 
@@ -204,15 +214,11 @@ def train_latent_diffusion(
     labels = list(check_label_names(labels, allowed=tuple(train_data.label_names), where="labels"))
     ae_cfg = autoencoder_config(image_size=image_size, vae_channels=vae_channels, latent_channels=latent_channels,
                                 vae_layers_per_block=vae_layers_per_block)
-    den_cfg = generator_config(image_size=latent_size(ae_cfg), labels=labels, channels=unet_channels,
-                               layers_per_block=layers_per_block, attention=attention,
-                               norm_groups=min(norm_groups, *[int(c) for c in unet_channels]), cond_hidden=cond_hidden,
-                               prediction_type=prediction_type, beta_schedule=beta_schedule,
-                               num_train_timesteps=num_train_timesteps, time_scale_shift=time_scale_shift,
-                               label_channels=label_channels)
-    # the UNet sees latent_channels latents (+ the label channels) instead of one image channel
-    den_cfg["unet"].update(in_channels=den_cfg["unet"]["in_channels"] - 1 + int(latent_channels),
-                           out_channels=int(latent_channels))
+    den_cfg = denoiser_config(ae_cfg, labels=labels, channels=unet_channels, layers_per_block=layers_per_block,
+                              attention=attention, norm_groups=min(norm_groups, *[int(c) for c in unet_channels]),
+                              cond_hidden=cond_hidden, prediction_type=prediction_type, beta_schedule=beta_schedule,
+                              num_train_timesteps=num_train_timesteps, time_scale_shift=time_scale_shift,
+                              label_channels=label_channels)
     for name, p in (("cond_drop_prob", cond_drop_prob), ("field_drop_prob", field_drop_prob)):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{name}={p}: expected a probability in [0, 1]")
