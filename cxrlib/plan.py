@@ -160,7 +160,13 @@ def bench_rates(results_dir: str | Path | None = None, device: str = "cpu") -> d
     else:  # a short benchmark now (about a minute on 2 cores); make bench measures longer and keeps its results
         rows = bench.bench_classifier(size=32, n=512) + bench.bench_generator(steps=10, n_sample=32, sampler_steps={"ddim": 10})
         source = f"a short benchmark run now (no make bench results in {folder})"
-    df = pd.DataFrame(rows)
+    return rates_from_rows(rows, source)
+
+
+def rates_from_rows(rows: Sequence[dict], source: str) -> dict[str, Any]:
+    """The plan's reference rates from benchmark rows (:mod:`cxrlib.bench`'s, e.g. those the performance
+    chapter measured): see :func:`bench_rates`."""
+    df = pd.DataFrame(list(rows))
 
     def pick(benchmark, unit, contains):
         r = df[(df.benchmark == benchmark) & (df.unit == unit) & df.setting.str.contains(contains, regex=False)]
@@ -365,9 +371,11 @@ def book_text(profile: str, est: pd.DataFrame, unplanned: Sequence[str], rates_l
 
 
 def plan_book(notebooks: Sequence[str | Path] | None = None, *, profile: str | None = None, device: str | None = None,
-              tflops: float | None = None, budget_hours: float | None = None) -> tuple[str, pd.DataFrame]:
+              tflops: float | None = None, budget_hours: float | None = None,
+              rates: dict[str, Any] | None = None) -> tuple[str, pd.DataFrame]:
     """The plan of ``notebooks`` (default: every chapter of ``notebooks/``) at ``profile``: the text and the
-    estimate. ``tflops``: time from the counted FLOPs at that assumed rate instead of benchmarked rates."""
+    estimate. ``tflops``: time from the counted FLOPs at that assumed rate instead of benchmarked rates;
+    ``rates``: these (:func:`rates_from_rows`) instead of the latest ``make bench`` run's."""
     from .notebook_params import read_notebook, resolve_config
     from .utils import project_root
 
@@ -387,7 +395,7 @@ def plan_book(notebooks: Sequence[str | Path] | None = None, *, profile: str | N
     if not chapters:
         raise UserError("none of these notebooks has a cost plan: " + ", ".join(unplanned))
     if tflops is None:
-        rates = bench_rates(device=chapters[0][1].device)
+        rates = rates or bench_rates(device=chapters[0][1].device)
         est = book_estimate(chapters, rates)
         rates_line = (f"rates: {rates['source']} on {chapters[0][1].device}; other models and sizes scaled by forward FLOPs")
     else:

@@ -55,3 +55,25 @@ def test_executor_text_reports_the_measured_speed_up_or_why_not():
     rows = pd.DataFrame([{"benchmark": "classifier grid", "setting": "local:2 speed-up over serial", "value": 1.234, "unit": "x"}])
     assert "**1.23×**" in PF.executor_text(rows) and '"local:2"' in PF.executor_text(rows)
     assert "was not run" in PF.executor_text(rows.iloc[:0])
+
+
+BENCH_ROWS = [{"benchmark": "classifier training", "setting": "small_cnn 32px batch 64", "value": 250.0, "unit": "images/s"},
+              {"benchmark": "generator training", "setting": "smoke recipe 32px batch 16", "value": 60.0, "unit": "images/s"},
+              {"benchmark": "sampling", "setting": "ddim-5 32px", "value": 900.0, "unit": "image-steps/s"}]
+
+
+def test_the_plan_of_a_profile_uses_the_chapters_own_rates_and_faces_the_measured_times():
+    import pandas as pd
+
+    plans = PF.profile_plans(pd.DataFrame(BENCH_ROWS), profiles=("smoke",))
+    assert set(plans.profile) == {"smoke"} and "09_performance" not in set(plans.chapter)  # nothing to plan
+    assert {"01_data", "03_imbalance", "05_supplementation", "08_img2img"} <= set(plans.chapter)
+    assert (plans.hours > 0).all() and (plans.pflop > 0).all()
+    faster = PF.profile_plans(pd.DataFrame([{**r, "value": 2 * r["value"]} for r in BENCH_ROWS]), profiles=("smoke",))
+    assert faster.hours.sum() == pytest.approx(plans.hours.sum() / 2)  # the measured rates, not make bench's
+    assert "At `smoke` the book plans" in PF.plans_text(plans)
+    times = pd.DataFrame({"chapter": ["03_imbalance", "99_unplanned"], "wall_time_s": [7200.0, 10.0]})
+    check = PF.plan_vs_measured(plans, times, "smoke")
+    assert check.index.tolist() == ["03_imbalance"]
+    planned = plans.set_index("chapter").loc["03_imbalance", "hours"]
+    assert check.loc["03_imbalance", "measured_over_planned"] == pytest.approx(2.0 / planned)

@@ -27,10 +27,11 @@ class Config(ExperimentConfig):
     generator_profile: str = "cpu"  # whose study generator recipe is timed: smoke | cpu | paper
     sampler_steps: tuple[int, int, int] = (250, 50, 20)  # DDPM, DDIM, DPM-Solver++ steps
     worker_steps: int = 100  # steps per training of the executor benchmark (serial vs one worker per core)
+    plan_profiles: tuple[str, ...] = ("smoke", "cpu", "cpu-full", "paper")  # whose book plan is shown (paper: ~2 min)
 
     PROFILES: ClassVar = {
         "smoke": dict(phantom_images=300, classifier_images=128, generator_steps=2, sampler_images=4,
-                      generator_profile="smoke", sampler_steps=(20, 5, 5), worker_steps=5),
+                      generator_profile="smoke", sampler_steps=(20, 5, 5), worker_steps=5, plan_profiles=("smoke",)),
         "cpu": {},
         "paper": dict(phantom_images=10000, classifier_images=2048, generator_steps=50, sampler_images=64),
     }
@@ -41,6 +42,9 @@ class Config(ExperimentConfig):
 
         if self.generator_profile not in PROFILE_NAMES:
             raise ConfigError(f"parameter 'generator_profile': {self.generator_profile!r} is not one of {list(PROFILE_NAMES)}")
+        bad = [p for p in self.plan_profiles if p not in PROFILE_NAMES]
+        if bad:
+            raise ConfigError(f"parameter 'plan_profiles': {bad} not among {list(PROFILE_NAMES)}")
 
 
 def benchmarks(cfg: Config) -> pd.DataFrame:
@@ -71,6 +75,40 @@ def chapter_times(cfg: Config) -> pd.DataFrame:
         return df
     df = df.sort_values("mtime").groupby("chapter", as_index=False).last().sort_values("chapter")
     return df.drop(columns="mtime").reset_index(drop=True)
+
+
+def profile_plans(bench_df: pd.DataFrame, profiles=("smoke", "cpu", "cpu-full", "paper")) -> pd.DataFrame:
+    """The cost plan of the whole book at each profile (:func:`cxrlib.plan.plan_book`, shared models counted
+    once) at the rates this chapter measured: one row per profile and chapter with ``jobs``, ``pflop`` (the
+    FLOPs counted, device-independent) and ``hours`` on this machine. ``paper`` reads CheXpert's label files
+    (torchxrayvision's), no image."""
+    from .. import plan
+
+    rates = plan.rates_from_rows(bench_df.to_dict("records"), "this chapter's benchmarks")
+    frames = []
+    for p in profiles:
+        _, est = plan.plan_book(profile=p, rates=rates)
+        g = est.groupby("chapter", sort=False)
+        frames.append(pd.DataFrame({"jobs": g.size(), "pflop": g.tflop.sum() / 1e3, "hours": g.seconds.sum() / 3600})
+                      .reset_index().assign(profile=p))
+    return pd.concat(frames, ignore_index=True)[["profile", "chapter", "jobs", "pflop", "hours"]]
+
+
+def plan_vs_measured(plans: pd.DataFrame, times: pd.DataFrame, profile: str) -> pd.DataFrame:
+    """Per chapter at ``profile``: the planned hours (every job uncached) beside the wall time of its latest
+    run (:func:`chapter_times`; a run served partly from the cache is shorter than its plan)."""
+    planned = plans[plans.profile == profile].set_index("chapter")["hours"]
+    measured = times.set_index("chapter")["wall_time_s"] / 3600 if len(times) else pd.Series(dtype=float)
+    out = pd.DataFrame({"planned_hours": planned, "measured_hours": measured}).dropna()
+    out.index.name = "chapter"
+    return out.assign(measured_over_planned=out.measured_hours / out.planned_hours)
+
+
+def plans_text(plans: pd.DataFrame) -> str:
+    """One sentence per profile: the book's planned hours on this machine and its counted compute."""
+    tot = plans.groupby("profile", sort=False)[["jobs", "pflop", "hours"]].sum()
+    return " ".join(f"At `{p}` the book plans {int(r.jobs):,} jobs, {r.pflop:,.2f} PFLOP, about {r.hours:,.1f} h on "
+                    "this machine." for p, r in tot.iterrows())
 
 
 # Where a chapter's time goes: the cache records every artifact it produced (kind and seconds); the kinds map
