@@ -30,6 +30,7 @@ import importlib
 import importlib.util
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -69,8 +70,11 @@ class PlanData:
         return len(self._rows(f))
 
     def _rows(self, f: float) -> pd.DataFrame:
-        if f >= 1 or "labeled_frac" not in self.pool_meta:
+        if f >= 1:
             return self.pool_meta
+        if "labeled_frac" not in self.pool_meta:  # as the run (pretraining.labeled_subset): never the whole pool silently
+            raise UserError(f"the dataset has no labeled subsets in its manifest: labeled fraction {f:g} cannot be planned "
+                            "(use fractions of 1.0 only)")
         return self.pool_meta[pd.to_numeric(self.pool_meta["labeled_frac"], errors="coerce") <= f + 1e-9]
 
     def real(self):
@@ -145,21 +149,31 @@ def generator_flops(cfg) -> tuple[float, int]:
 def bench_rates(results_dir: str | Path | None = None, device: str = "cpu") -> dict[str, Any]:
     """The reference rates of the latest ``make bench`` run on ``device`` (``bench/results/bench-*.json``): classifier
     training images/s of small_cnn at 32 px, generator training images/s and DDIM image-steps/s of the
-    benchmarked recipe (``recipe``: its profile). Without results, runs the quick benchmarks first."""
+    benchmarked recipe (``recipe``: its profile). Without results, the short benchmark of an earlier plan
+    (``short-*.json`` there), or one run now (about a minute on 2 cores) and kept for the next plan."""
     from . import bench
+    from .io import atomic_write_json
 
     folder = Path(results_dir) if results_dir else bench.results_dir()
     kind = device.split(":")[0]
-    files = [f for f in sorted(folder.glob("bench-*.json"))
-             if json.loads(f.read_text()).get("machine", {}).get("device", "cpu").split(":")[0] == kind]
+
+    def on_device(pattern):
+        return [f for f in sorted(folder.glob(pattern))
+                if json.loads(f.read_text()).get("machine", {}).get("device", "cpu").split(":")[0] == kind]
+
+    files = on_device("bench-*.json") or on_device("short-*.json")
     if files:
-        rows, source = json.loads(files[-1].read_text())["rows"], str(files[-1])
+        rows = json.loads(files[-1].read_text())["rows"]
+        source = str(files[-1]) + (" (a plan's short benchmark; make bench measures longer)" if "short-" in files[-1].name else "")
     elif kind != "cpu":
         raise UserError(f"no benchmark results on {device!r} in {folder}: run `cxr bench --device {device}` on the machine "
                         "that will run the study, then plan again")
     else:  # a short benchmark now (about a minute on 2 cores); make bench measures longer and keeps its results
         rows = bench.bench_classifier(size=32, n=512) + bench.bench_generator(steps=10, n_sample=32, sampler_steps={"ddim": 10})
-        source = f"a short benchmark run now (no make bench results in {folder})"
+        kept = folder / f"short-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(kept, {"machine": bench.machine(device), "rows": rows})
+        source = f"a short benchmark run now (no make bench results in {folder}; kept as {kept.name} for the next plan)"
     return rates_from_rows(rows, source)
 
 

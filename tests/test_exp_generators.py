@@ -38,3 +38,5 @@ def test_flip_figure_and_parameter_check():
     assert np.isclose(ax.lines[-1].get_xdata()[0], 0.5)  # the chance line
     with pytest.raises(ConfigError, match="n_flip"):
         generators.Config.from_params(profile="smoke", n_flip=1)
+    with pytest.raises(ConfigError, match=r"'n_timing': must be between 1 and n_eval \(48\)"):  # checked before any sampling
+        generators.Config.from_params(profile="smoke", n_timing=49)

@@ -4,6 +4,7 @@ its estimate scales measured rates by FLOPs, and a run over budget never starts.
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cxrlib import plan
@@ -187,3 +188,31 @@ def test_other_generator_families_are_estimated_by_their_own_counted_flops():
     per_image = est.seconds / (est.steps * est.batch)
     assert per_image.iloc[0] / per_image.iloc[1] == pytest.approx(jobs["gan"].step_flops / (3 * ddpm))
     assert est.tflop.iloc[0] == pytest.approx(jobs["gan"].step_flops * jobs["gan"].steps * jobs["gan"].batch / 1e12)
+
+
+def test_a_labeled_fraction_the_manifest_lacks_is_an_error_not_the_whole_pool():
+    meta = pd.DataFrame({"Edema": [0.0, 1.0, 0.0], "patient_id": ["a", "b", "c"]})
+    data = plan.PlanData({}, meta, labeled_fraction=0.25)
+    assert data.labeled(1.0) == 3
+    with pytest.raises(UserError, match="labeled fraction 0.25 cannot be planned"):
+        data.labeled(0.25)
+    with_subsets = plan.PlanData({}, meta.assign(labeled_frac=[0.1, 0.25, 1.0]), labeled_fraction=0.25)
+    assert with_subsets.labeled(0.25) == 2 and len(with_subsets.real()) == 2
+
+
+def test_the_short_benchmark_of_a_plan_without_results_is_kept_for_the_next_plan(tmp_path, monkeypatch):
+    from cxrlib import bench
+
+    runs = []
+    rows = [{"benchmark": "classifier training", "setting": "small_cnn 32px batch 64", "value": 250.0, "unit": "images/s"},
+            {"benchmark": "generator training", "setting": "cpu recipe 32px batch 64", "value": 30.0, "unit": "images/s"},
+            {"benchmark": "sampling", "setting": "ddim-10 32px", "value": 500.0, "unit": "image-steps/s"}]
+    monkeypatch.setattr(bench, "bench_classifier", lambda **kw: runs.append("clf") or rows[:1])
+    monkeypatch.setattr(bench, "bench_generator", lambda **kw: runs.append("gen") or rows[1:])
+    first = plan.bench_rates(tmp_path)
+    assert runs == ["clf", "gen"] and "run now" in first["source"]
+    second = plan.bench_rates(tmp_path)
+    assert runs == ["clf", "gen"] and "short benchmark" in second["source"]  # read back, not rerun
+    assert {k: second[k] for k in ("classifier", "generator", "nfe")} == {"classifier": 250.0, "generator": 30.0, "nfe": 500.0}
+    (tmp_path / "bench-20261204-000000.json").write_text(json.dumps({"machine": {}, "rows": [{**r, "value": 2 * r["value"]} for r in rows]}))
+    assert plan.bench_rates(tmp_path)["classifier"] == 500.0  # make bench's results win over a short one

@@ -91,7 +91,7 @@ class Config(StudyConfig):
     PROFILES: ClassVar = merge_profiles({
         # n_syn is chapter 2's n_eval at each profile: its sampler and guidance sets come from the cache
         "smoke": dict(n_syn=48, ms_ssim_pairs=50, fidelity_n_boot=20, n_boot_corr=200),
-        # cpu: one classifier seed per arm (two arms per variant) keeps the chapter near its budget
+        # cpu: three classifier seeds per arm (two arms per variant), fewer than the other chapters' five, for the budget
         "cpu": dict(ms_ssim_pairs=300, n_seeds=3),
         # cpu-full: chapter 4's full grid trained if missing: 8 independently trained generators
         "cpu-full": dict(pretraining_variants="always"),

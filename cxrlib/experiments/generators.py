@@ -41,6 +41,8 @@ class Config(StudyConfig):
             parse_variant(v)
         if self.n_flip < 2:
             raise ConfigError(f"parameter 'n_flip': needs at least 2 twin pairs per label, got {self.n_flip}")
+        if not 1 <= self.n_timing <= self.n_eval:  # the timed images are the first n_timing evaluation conditions
+            raise ConfigError(f"parameter 'n_timing': must be between 1 and n_eval ({self.n_eval}), got {self.n_timing}")
 
 
 def parse_variant(text: str) -> tuple[str, int]:

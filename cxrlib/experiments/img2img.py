@@ -63,7 +63,7 @@ class Config(LatentRecipe):
     PROFILES: ClassVar = merge_profiles({
         "smoke": dict(LDM_PROFILES["smoke"], minority_label="Cardiomegaly", strengths=(0.5, 0.9), arm_strengths=(0.9,),
                       n_translate=24, n_grid=3),
-        # the classifier recipe of chapter 7's small_cnn arms, so the real-only arms are shared through the cache
+        # chapter 7's small_cnn recipe: with task multilabel (the same labels and R) the real-only arms are its cached ones
         "cpu": dict(LDM_PROFILES["cpu"], sampler_steps=10, clf_epochs=5, arm_strengths=(0.7,)),
         "cpu-full": dict(arm_strengths=(0.5, 0.7)),
         "paper": dict(LDM_PROFILES["paper"], minority_label="Consolidation", clf_arch="inception_v3", n_translate=2000),
