@@ -144,6 +144,8 @@ def run_all(quick: bool = False, device: str = "cpu") -> pd.DataFrame:
         rows += bench_phantom(n=2000 if quick else 10000, size=64)
     rows += bench_classifier(size=32, n=256 if quick else 1024, device=device)
     rows += bench_classifier(size=64, n=256 if quick else 512, device=device)
+    for arch in () if quick else ("resnet18", "densenet121"):  # the study's larger backbones: the plan reads their rates
+        rows += bench_classifier(size=32, arch=arch, n=256, device=device)
     if device == "cpu":
         rows += bench_workers(steps=10 if quick else 100)
     rows += bench_generator(steps=5 if quick else 20, n_sample=8 if quick else 32, device=device)

@@ -191,7 +191,12 @@ def rates_from_rows(rows: Sequence[dict], source: str) -> dict[str, Any]:
     clf, _ = pick("classifier training", "images/s", "small_cnn 32px")
     gen, gen_setting = pick("generator training", "images/s", "recipe")
     nfe, _ = pick("sampling", "image-steps/s", "ddim")
-    return {"classifier": clf, "generator": gen, "nfe": nfe, "recipe": gen_setting.split()[0], "source": source}
+    measured = {}  # every benchmarked (architecture, size): a job of one is timed by its own rate, not by FLOPs
+    for r in df[(df.benchmark == "classifier training") & (df.unit == "images/s")].itertuples():
+        arch, px = str(r.setting).split()[:2]
+        measured[(arch, int(px.removesuffix("px")))] = float(r.value)
+    return {"classifier": clf, "generator": gen, "nfe": nfe, "recipe": gen_setting.split()[0], "source": source,
+            "classifiers": measured}
 
 
 def estimate(jobs: Sequence[Job], cfg, rates: dict[str, Any]) -> pd.DataFrame:
@@ -207,7 +212,8 @@ def estimate(jobs: Sequence[Job], cfg, rates: dict[str, Any]) -> pd.DataFrame:
         if j.kind == "classifier":
             fwd = classifier_flops(j.model, j.image_size, len(cfg.labels))
             forwards = 3 * j.steps * j.batch + j.eval_images  # a training step is ~3 forwards (forward + backward)
-            sec = forwards / 3 * (fwd / ref_clf) / rates["classifier"]
+            own = rates.get("classifiers", {}).get((j.model, j.image_size))
+            sec = forwards / 3 / own if own else forwards / 3 * (fwd / ref_clf) / rates["classifier"]
             params = 4 * 4 * _classifier_params(j.model, j.image_size, len(cfg.labels))
         elif j.kind == "generator":  # the benchmarked rate is of the DDPM recipe's steps (3 forwards each)
             fwd, forwards = (j.step_flops, j.steps * j.batch) if j.step_flops else (gen, 3 * j.steps * j.batch)

@@ -216,3 +216,18 @@ def test_the_short_benchmark_of_a_plan_without_results_is_kept_for_the_next_plan
     assert {k: second[k] for k in ("classifier", "generator", "nfe")} == {"classifier": 250.0, "generator": 30.0, "nfe": 500.0}
     (tmp_path / "bench-20261204-000000.json").write_text(json.dumps({"machine": {}, "rows": [{**r, "value": 2 * r["value"]} for r in rows]}))
     assert plan.bench_rates(tmp_path)["classifier"] == 500.0  # make bench's results win over a short one
+
+
+def test_a_benchmarked_backbone_is_timed_by_its_own_rate_and_the_others_by_flops():
+    cfg = S.Config.from_params(profile="cpu")
+    rows = [{"benchmark": "classifier training", "setting": "small_cnn 32px batch 64", "value": 250.0, "unit": "images/s"},
+            {"benchmark": "classifier training", "setting": "resnet18 32px batch 64", "value": 40.0, "unit": "images/s"},
+            {"benchmark": "generator training", "setting": "cpu recipe 32px batch 64", "value": 30.0, "unit": "images/s"},
+            {"benchmark": "sampling", "setting": "ddim-50 32px", "value": 500.0, "unit": "image-steps/s"}]
+    rates = plan.rates_from_rows(rows, "test")
+    assert rates["classifiers"] == {("small_cnn", 32): 250.0, ("resnet18", 32): 40.0}
+    jobs = [plan.Job("classifier", a, 100, 64, 32, a, 1000, eval_images=300) for a in ("resnet18", "densenet121")]
+    est = plan.estimate(jobs, cfg, rates).set_index("name")
+    assert est.loc["resnet18", "seconds"] == pytest.approx((100 * 64 + 300 / 3) / 40.0)
+    scale = plan.classifier_flops("densenet121", 32, len(cfg.labels)) / plan.classifier_flops("small_cnn", 32)
+    assert est.loc["densenet121", "seconds"] == pytest.approx((100 * 64 + 300 / 3) * scale / 250.0)
