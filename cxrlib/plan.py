@@ -85,20 +85,29 @@ class PlanData:
 
 
 def plan_data(cfg) -> PlanData:
-    """The :class:`PlanData` of a study config, from the dataset's metadata (no image is read)."""
-    from .data import load_meta
+    """The :class:`PlanData` of a study config, from the dataset's metadata (no image is read; the same
+    data asked for again, e.g. by the next chapter of a book plan, is read once)."""
     from .experiments.common import external_sites
 
-    def count(split, n_max):
-        return len(load_meta(cfg.dataset, root=cfg.root, split=split, n_max=n_max)[0])
+    sites = tuple(external_sites(cfg).items())
+    data = _plan_data(cfg.dataset, cfg.root, cfg.n_pool, cfg.n_val, cfg.n_test, cfg.labeled_fraction, sites, cfg.n_external)
+    return dataclasses.replace(data, sizes=dict(data.sizes))
 
-    pool, _ = load_meta(cfg.dataset, root=cfg.root, split="train", n_max=cfg.n_pool)
-    data = PlanData({}, pool, cfg.labeled_fraction)
-    data.sizes = {"pool": len(pool), "train": data.labeled(cfg.labeled_fraction), "val": count("val", cfg.n_val),
-                  "test": count("test", cfg.n_test)}
-    for site, root in external_sites(cfg).items():
-        data.sizes[f"external {site}"] = (cfg.n_external or 1000) if root is None else \
-            len(load_meta(site, root=root, split="test", n_max=cfg.n_external)[0])
+
+@functools.lru_cache(maxsize=8)
+def _plan_data(dataset, root, n_pool, n_val, n_test, labeled_fraction, sites, n_external) -> PlanData:
+    from .data import load_meta
+
+    def count(split, n_max):
+        return len(load_meta(dataset, root=root, split=split, n_max=n_max)[0])
+
+    pool, _ = load_meta(dataset, root=root, split="train", n_max=n_pool)
+    data = PlanData({}, pool, labeled_fraction)
+    data.sizes = {"pool": len(pool), "train": data.labeled(labeled_fraction), "val": count("val", n_val),
+                  "test": count("test", n_test)}
+    for site, site_root in sites:
+        data.sizes[f"external {site}"] = (n_external or 1000) if site_root is None else \
+            len(load_meta(site, root=site_root, split="test", n_max=n_external)[0])
     return data
 
 
