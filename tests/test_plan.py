@@ -12,6 +12,19 @@ from cxrlib.errors import UserError
 from cxrlib.experiments import supplementation as S
 
 RATES = {"classifier": 250.0, "generator": 30.0, "nfe": 500.0, "recipe": "cpu", "source": "test rates"}
+BENCH_ROWS = [{"benchmark": "classifier training", "setting": "small_cnn 32px batch 64", "value": 250.0, "unit": "images/s"},
+              {"benchmark": "generator training", "setting": "cpu recipe 32px batch 64", "value": 30.0, "unit": "images/s"},
+              {"benchmark": "sampling", "setting": "ddim-50 32px", "value": 500.0, "unit": "image-steps/s"}]
+
+
+@pytest.fixture
+def bench_dir(tmp_path, monkeypatch):
+    """A make bench result of RATES in $CXR_BENCH_DIR."""
+    folder = tmp_path / "bench"
+    folder.mkdir()
+    (folder / "bench-20261202-000000.json").write_text(json.dumps({"machine": {}, "rows": BENCH_ROWS}))
+    monkeypatch.setenv("CXR_BENCH_DIR", str(folder))
+    return folder
 
 
 def _kinds(jobs):
@@ -84,16 +97,9 @@ def test_the_estimate_scales_by_flops_and_a_run_over_budget_is_refused():
         plan.check_budget(est, budget_hours=0.001)
 
 
-def test_cxr_run_plan_prints_the_jobs_and_totals_and_budget_stops_the_run(tmp_path, monkeypatch, capsys):
+def test_cxr_run_plan_prints_the_jobs_and_totals_and_budget_stops_the_run(tmp_path, monkeypatch, capsys, bench_dir):
     from cxrlib.cli import main
 
-    bench_dir = tmp_path / "bench"
-    bench_dir.mkdir()
-    rows = [{"benchmark": "classifier training", "setting": "small_cnn 32px batch 64", "value": 250.0, "unit": "images/s"},
-            {"benchmark": "generator training", "setting": "cpu recipe 32px batch 64", "value": 30.0, "unit": "images/s"},
-            {"benchmark": "sampling", "setting": "ddim-50 32px", "value": 500.0, "unit": "image-steps/s"}]
-    (bench_dir / "bench-20261202-000000.json").write_text(json.dumps({"machine": {}, "rows": rows}))
-    monkeypatch.setenv("CXR_BENCH_DIR", str(bench_dir))
     monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path / "runs"))
     assert main(["run", "notebooks/05_supplementation.ipynb", "--profile", "smoke", "--plan"]) == 0
     out = capsys.readouterr().out
@@ -132,16 +138,9 @@ def test_chapter_1_plan_counts_the_learning_curve_as_it_reads_it():
     assert {j.eval_images for j in jobs} == {2 * cfg.n_test} and {j.model for j in jobs} == {cfg.difficulty_arch}
 
 
-def test_cxr_plan_sums_the_book_names_the_unplanned_chapters_and_honours_the_budget(tmp_path, monkeypatch, capsys):
+def test_cxr_plan_sums_the_book_names_the_unplanned_chapters_and_honours_the_budget(capsys, bench_dir):
     from cxrlib.cli import main
 
-    bench_dir = tmp_path / "bench"
-    bench_dir.mkdir()
-    rows = [{"benchmark": "classifier training", "setting": "small_cnn 32px batch 64", "value": 250.0, "unit": "images/s"},
-            {"benchmark": "generator training", "setting": "cpu recipe 32px batch 64", "value": 30.0, "unit": "images/s"},
-            {"benchmark": "sampling", "setting": "ddim-50 32px", "value": 500.0, "unit": "image-steps/s"}]
-    (bench_dir / "bench-20261204-000000.json").write_text(json.dumps({"machine": {}, "rows": rows}))
-    monkeypatch.setenv("CXR_BENCH_DIR", str(bench_dir))
     nbs = ["notebooks/03_imbalance.ipynb", "notebooks/05_supplementation.ipynb", "notebooks/09_performance.ipynb"]
     assert main(["plan", *nbs, "--profile", "smoke"]) == 0
     out = capsys.readouterr().out
@@ -203,10 +202,7 @@ def test_a_labeled_fraction_the_manifest_lacks_is_an_error_not_the_whole_pool():
 def test_the_short_benchmark_of_a_plan_without_results_is_kept_for_the_next_plan(tmp_path, monkeypatch):
     from cxrlib import bench
 
-    runs = []
-    rows = [{"benchmark": "classifier training", "setting": "small_cnn 32px batch 64", "value": 250.0, "unit": "images/s"},
-            {"benchmark": "generator training", "setting": "cpu recipe 32px batch 64", "value": 30.0, "unit": "images/s"},
-            {"benchmark": "sampling", "setting": "ddim-10 32px", "value": 500.0, "unit": "image-steps/s"}]
+    runs, rows = [], BENCH_ROWS
     monkeypatch.setattr(bench, "bench_classifier", lambda **kw: runs.append("clf") or rows[:1])
     monkeypatch.setattr(bench, "bench_generator", lambda **kw: runs.append("gen") or rows[1:])
     first = plan.bench_rates(tmp_path)
@@ -220,11 +216,8 @@ def test_the_short_benchmark_of_a_plan_without_results_is_kept_for_the_next_plan
 
 def test_a_benchmarked_backbone_is_timed_by_its_own_rate_and_the_others_by_flops():
     cfg = S.Config.from_params(profile="cpu")
-    rows = [{"benchmark": "classifier training", "setting": "small_cnn 32px batch 64", "value": 250.0, "unit": "images/s"},
-            {"benchmark": "classifier training", "setting": "resnet18 32px batch 64", "value": 40.0, "unit": "images/s"},
-            {"benchmark": "generator training", "setting": "cpu recipe 32px batch 64", "value": 30.0, "unit": "images/s"},
-            {"benchmark": "sampling", "setting": "ddim-50 32px", "value": 500.0, "unit": "image-steps/s"}]
-    rates = plan.rates_from_rows(rows, "test")
+    resnet = {"benchmark": "classifier training", "setting": "resnet18 32px batch 64", "value": 40.0, "unit": "images/s"}
+    rates = plan.rates_from_rows([*BENCH_ROWS, resnet], "test")
     assert rates["classifiers"] == {("small_cnn", 32): 250.0, ("resnet18", 32): 40.0}
     jobs = [plan.Job("classifier", a, 100, 64, 32, a, 1000, eval_images=300) for a in ("resnet18", "densenet121")]
     est = plan.estimate(jobs, cfg, rates).set_index("name")
