@@ -125,6 +125,89 @@ def bench_generator(profile: str = "cpu", steps: int = 20, n_sample: int = 32, t
     return rows
 
 
+def bench_peer(profile: str = "cpu", steps: int = 20, device: str = "cpu") -> list[dict]:
+    """The study's generator loop against the peer and the machine's limit, in one process:
+
+    * the GEMM rate (a 2048 x 2048 float32 matmul), the machine's practical FLOP/s ceiling;
+    * a plain diffusers training loop (diffusers' ``train_unconditional`` recipe: the same ``UNet2DModel``
+      as the recipe's, ``DDPMScheduler.add_noise``, AdamW, MSE; no EMA, no condition encoder, no
+      dropout of conditions) on the same batch size and image size;
+    * the study's loop (:func:`cxrlib.generators.ddpm.train_generator`), per step from the difference of
+      a ``steps`` and a 2-step run (so set-up and saving cancel);
+    * the achieved FLOP/s of both as a fraction of the GEMM rate (a training step = 3 forwards of the
+      UNet, counted by ``torch.utils.flop_counter``; the condition encoder's few FLOPs left out).
+    """
+    import tempfile
+
+    import torch
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler, UNet2DModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .experiments.common import StudyConfig
+    from .experiments.synthetic import generator_options
+    from .generators.ddpm import train_generator
+    from .models.unet import generator_config
+
+    dev = torch.device(device)
+    a = torch.randn(2048, 2048, device=dev)
+    a @ a
+    t0, reps = time.perf_counter(), 5
+    for _ in range(reps):
+        a @ a
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    gemm = reps * 2 * 2048 ** 3 / (time.perf_counter() - t0)
+
+    p = generator_options(StudyConfig.from_params(profile=profile))
+    keys = ("image_size", "labels", "channels", "layers_per_block", "attention", "dropout", "norm_groups", "cond_hidden",
+            "prediction_type", "beta_schedule", "time_scale_shift", "label_channels")
+    conf = generator_config(**{k: p[k] for k in keys})
+    size, bs, u = p["image_size"], p["batch_size"], conf["unet"]
+    torch.manual_seed(0)
+    unet = UNet2DModel(**u).to(dev)
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule=p["beta_schedule"])
+    opt = torch.optim.AdamW(unet.parameters(), lr=p["lr"])
+    x0 = torch.randn(bs, u["in_channels"], size, size, device=dev)
+    emb = torch.zeros(bs, 4 * u["block_out_channels"][0], device=dev)  # class_embed_type "identity": the time width
+    with FlopCounterMode(display=False) as fc:
+        unet(x0[:1], torch.zeros(1, dtype=torch.long, device=dev), class_labels=emb[:1])
+    step_flops = 3 * float(fc.get_total_flops()) * bs
+
+    def plain_step():
+        noise = torch.randn(bs, 1, size, size, device=dev)
+        t = torch.randint(0, 1000, (bs,), device=dev)
+        noisy = torch.cat([sched.add_noise(x0[:, :1], noise, t), x0[:, 1:]], dim=1)
+        loss = F.mse_loss(unet(noisy, t, class_labels=emb).sample, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(2):
+        plain_step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        plain_step()
+    plain = (time.perf_counter() - t0) / steps
+
+    ds = _random_set(bs * 4, size)
+    p.update(checkpoint_every=0, sample_every=0, warmup_steps=1, progress=False, device=device)
+    runs = {}
+    with tempfile.TemporaryDirectory() as d:
+        for n in (2, steps + 2):
+            t0 = time.perf_counter()
+            train_generator(train_data=ds, out_dir=Path(d) / f"run{n}", **{**p, "total_steps": n})
+            runs[n] = time.perf_counter() - t0
+    ours = (runs[steps + 2] - runs[2]) / steps
+    setting = f"{profile} recipe {size}px batch {bs}"
+    return [_row("peer", "GEMM 2048x2048 float32", gemm / 1e12, "TFLOP/s"),
+            _row("peer", f"plain diffusers loop, {setting}", bs / plain, "images/s"),
+            _row("peer", f"cxrlib loop, {setting}", bs / ours, "images/s"),
+            _row("peer", "cxrlib loop speed over the plain diffusers loop", plain / ours, "x"),
+            _row("peer", "plain diffusers loop achieved FLOP/s of GEMM", 100 * step_flops / plain / gemm, "%"),
+            _row("peer", "cxrlib loop achieved FLOP/s of GEMM", 100 * step_flops / ours / gemm, "%")]
+
+
 def results_dir() -> Path:
     """Where ``cxr bench`` writes and ``cxr run --plan`` reads results: ``$CXR_BENCH_DIR`` or ``bench/results``."""
     from .utils import project_root
@@ -149,6 +232,7 @@ def run_all(quick: bool = False, device: str = "cpu") -> pd.DataFrame:
     if device == "cpu":
         rows += bench_workers(steps=10 if quick else 100)
     rows += bench_generator(steps=5 if quick else 20, n_sample=8 if quick else 32, device=device)
+    rows += bench_peer(steps=3 if quick else 20, device=device)
     return pd.DataFrame(rows)
 
 

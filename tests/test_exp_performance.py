@@ -77,3 +77,23 @@ def test_the_plan_of_a_profile_uses_the_chapters_own_rates_and_faces_the_measure
     assert check.index.tolist() == ["03_imbalance"]
     planned = plans.set_index("chapter").loc["03_imbalance", "hours"]
     assert check.loc["03_imbalance", "measured_over_planned"] == pytest.approx(2.0 / planned)
+
+
+def test_the_peer_benchmark_measures_both_loops_in_one_process_and_its_ratios_follow_from_them():
+    from cxrlib import bench
+
+    rows = {r["setting"]: r["value"] for r in bench.bench_peer(profile="smoke", steps=2)}
+    plain, ours = rows["plain diffusers loop, smoke recipe 32px batch 16"], rows["cxrlib loop, smoke recipe 32px batch 16"]
+    assert plain > 0 and ours > 0 and rows["GEMM 2048x2048 float32"] > 0
+    assert rows["cxrlib loop speed over the plain diffusers loop"] == pytest.approx(ours / plain)
+    achieved = rows["cxrlib loop achieved FLOP/s of GEMM"] / rows["plain diffusers loop achieved FLOP/s of GEMM"]
+    assert achieved == pytest.approx(ours / plain)  # the same FLOPs per step: the fractions differ as the speeds
+
+
+def test_peer_text_quotes_the_measured_ratios_and_the_targets():
+    import pandas as pd
+
+    rows = [("GEMM 2048x2048 float32", 0.32), ("cxrlib loop speed over the plain diffusers loop", 1.02),
+            ("cxrlib loop achieved FLOP/s of GEMM", 51.9), ("plain diffusers loop achieved FLOP/s of GEMM", 51.0)]
+    text = PF.peer_text(pd.DataFrame([{"benchmark": "peer", "setting": s, "value": v} for s, v in rows]))
+    assert "1.02x" in text and "52 %" in text and "0.32 TFLOP/s" in text and "target: 70 %" in text

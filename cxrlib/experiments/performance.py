@@ -57,6 +57,7 @@ def benchmarks(cfg: Config) -> pd.DataFrame:
     rows += bench.bench_workers(size=32, steps=cfg.worker_steps)
     rows += bench.bench_generator(profile=cfg.generator_profile, steps=cfg.generator_steps, n_sample=cfg.sampler_images,
                                   sampler_steps=dict(zip(("ddpm", "ddim", "dpm++"), cfg.sampler_steps)))
+    rows += bench.bench_peer(profile=cfg.generator_profile, steps=max(2, cfg.generator_steps))
     return pd.DataFrame(rows).assign(**{k: str(v) for k, v in bench.machine().items()})
 
 
@@ -163,6 +164,17 @@ def plot_stage_times(stages: pd.DataFrame):
     ax.set_title(f"where the time goes: {left.sum():.1f} min in total", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def peer_text(bench_df: pd.DataFrame) -> str:
+    """One sentence on the generator loop against a plain diffusers loop and the GEMM rate
+    (:func:`cxrlib.bench.bench_peer`), with the targets of the performance issue."""
+    v = bench_df[bench_df.benchmark == "peer"].set_index("setting")["value"]
+    return (f"The study's generator training loop runs at {v['cxrlib loop speed over the plain diffusers loop']:.2f}x the "
+            "speed of a plain diffusers loop on the same UNet, batch and images (target: at least 1.0x), and achieves "
+            f"{v['cxrlib loop achieved FLOP/s of GEMM']:.0f} % of this machine's GEMM rate "
+            f"({v['GEMM 2048x2048 float32']:.2f} TFLOP/s; target: 70 %; the plain loop "
+            f"{v['plain diffusers loop achieved FLOP/s of GEMM']:.0f} %). Both were measured in this run, one after the other.")
 
 
 def executor_text(bench_df: pd.DataFrame) -> str:
