@@ -218,12 +218,52 @@ def _papermill(nb_in: Path, nb_out: Path, params_file: Path, cwd: Path, env: Map
     with open(log, "w") as err, _sigterm_as_interrupt():
         proc = subprocess.Popen(cmd, env=dict(env), stdin=subprocess.DEVNULL, stdout=err,
                                 stderr=None if show_progress else err, preexec_fn=_die_with_parent)
+        memory = PeakMemory(proc.pid)
         try:
-            return proc.wait()
+            return proc.wait(), memory.stop()
         except BaseException:
             proc.kill()
             proc.wait()
             raise
+
+
+class PeakMemory:
+    """The peak of the summed resident memory of process ``pid`` and its descendants (the papermill
+    child, its kernel, the executor's workers and DataLoader workers), sampled every ``every`` seconds
+    in a thread; :meth:`stop` returns it in bytes (pages two processes share count twice: an upper bound)."""
+
+    def __init__(self, pid: int, every: float = 0.5):
+        import threading
+
+        self.pid, self.every, self.peak, self._done = pid, every, 0, threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def sample(self) -> int:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0
+        total = 0
+        for p in procs:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:  # ended between the listing and the reading
+                pass
+        return total
+
+    def _watch(self) -> None:
+        while not self._done.is_set():
+            self.peak = max(self.peak, self.sample())
+            self._done.wait(self.every)
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join()
+        return self.peak
 
 
 def execute(
@@ -272,7 +312,7 @@ def execute(
         env = {**os.environ, ENV_RUN_DIR: str(staging), ENV_RUN_HASH: cfg.hash(), ENV_RUN_NOTEBOOK: spec.stem,
                "CXR_RUNS_DIR": str(runs_root(runs_dir))}
         try:
-            code = _papermill(nb_in, out_nb, params_file, spec.path.parent, env, show, log)
+            code, peak_rss = _papermill(nb_in, out_nb, params_file, spec.path.parent, env, show, log)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)  # interrupted: nothing half-written remains
             raise
@@ -312,7 +352,7 @@ def execute(
             {
                 "notebook": spec.path.name, "title": spec.title, "profile": cfg.profile, "config_hash": cfg.hash(),
                 "parameters": dict(injected), "fingerprint": _fingerprint(inputs), "inputs": inputs, "wall_time_s": round(wall, 3),
-                "finished": utc_now(), "files": _folder_files(staging),
+                "peak_rss_gb": round(peak_rss / 1e9, 3), "finished": utc_now(), "files": _folder_files(staging),
             },
         )
         # Commit: move any older folder aside, then one rename publishes the complete run.

@@ -130,6 +130,7 @@ def test_run_folder_contents_rerun_and_cache_reuse(fixture_env, capsys):
         assert field in prov, field
     assert prov["profile"] == "smoke" and prov["wall_time_s"] > 0 and prov["packages"]["torch"]
     assert [e["event"] for e in prov["cache_events"]] == ["miss"]
+    assert 0.05 < json.loads((d / "run.json").read_text())["peak_rss_gb"] < 8  # a kernel with torch imported: >50 MB
     # The run depends on the code its kernel imported: the run context, not the runner or the book
     # builder (an edit to the PDF flags must not make every chapter stale).
     code = {Path(p).name for p in json.loads((d / "run.json").read_text())["inputs"]["code"]}
@@ -274,3 +275,19 @@ def test_editing_plots_or_the_book_builder_recomputes_no_artifact(tmp_path, monk
     assert again.status == "ran"  # the chapter is redone with the edited module ...
     prov = json.loads((again.run_dir / "provenance.json").read_text())
     assert [e["event"] for e in prov["cache_events"]] == ["hit"]  # ... but nothing cached is recomputed
+
+
+def test_peak_memory_follows_the_children_of_the_run():
+    """The runner's memory probe sums the resident memory of a process and its descendants: a
+    grandchild holding 300 MB shows in the peak, and a process that has ended reads as 0."""
+    import subprocess
+    import sys
+
+    hold = "import time; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(3)"
+    spawn = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {hold!r}])"
+    proc = subprocess.Popen([sys.executable, "-c", spawn])
+    probe = execution.PeakMemory(proc.pid, every=0.1)
+    proc.wait()
+    peak = probe.stop()
+    assert peak > 300 * 2**20
+    assert execution.PeakMemory(proc.pid).stop() == 0 and probe.sample() == 0

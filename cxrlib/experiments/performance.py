@@ -62,7 +62,8 @@ def benchmarks(cfg: Config) -> pd.DataFrame:
 
 
 def chapter_times(cfg: Config) -> pd.DataFrame:
-    """Wall time of every chapter's most recent complete run at this profile (from ``runs/``)."""
+    """Wall time and peak resident memory (``peak_rss_gb``: the runner's child processes, summed; missing
+    for runs recorded before it was measured) of every chapter's most recent complete run at this profile."""
     from ..run_context import runs_root
 
     rows = []
@@ -70,8 +71,8 @@ def chapter_times(cfg: Config) -> pd.DataFrame:
         rec = json.loads(rec_path.read_text())
         rows.append({"chapter": rec_path.parent.parent.name, "run": rec_path.parent.name,
                      "wall_time_s": float(rec.get("wall_time_s") or 0.0), "finished": rec.get("finished", ""),
-                     "mtime": rec_path.stat().st_mtime})
-    df = pd.DataFrame(rows, columns=["chapter", "run", "wall_time_s", "finished", "mtime"])
+                     "peak_rss_gb": rec.get("peak_rss_gb"), "mtime": rec_path.stat().st_mtime})
+    df = pd.DataFrame(rows, columns=["chapter", "run", "wall_time_s", "finished", "peak_rss_gb", "mtime"])
     if df.empty:
         return df
     df = df.sort_values("mtime").groupby("chapter", as_index=False).last().sort_values("chapter")
