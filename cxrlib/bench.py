@@ -147,7 +147,7 @@ def bench_peer(profile: str = "cpu", steps: int = 20, device: str = "cpu") -> li
     from .experiments.common import StudyConfig
     from .experiments.synthetic import generator_options
     from .generators.ddpm import train_generator
-    from .models.unet import generator_config
+    from .models.unet import generator_config_of
 
     dev = torch.device(device)
     a = torch.randn(2048, 2048, device=dev)
@@ -160,9 +160,7 @@ def bench_peer(profile: str = "cpu", steps: int = 20, device: str = "cpu") -> li
     gemm = reps * 2 * 2048 ** 3 / (time.perf_counter() - t0)
 
     p = generator_options(StudyConfig.from_params(profile=profile))
-    keys = ("image_size", "labels", "channels", "layers_per_block", "attention", "dropout", "norm_groups", "cond_hidden",
-            "prediction_type", "beta_schedule", "time_scale_shift", "label_channels")
-    conf = generator_config(**{k: p[k] for k in keys})
+    conf = generator_config_of(p)
     size, bs, u = p["image_size"], p["batch_size"], conf["unet"]
     torch.manual_seed(0)
     unet = UNet2DModel(**u).to(dev)

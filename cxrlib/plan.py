@@ -132,12 +132,10 @@ def _generator_flops(options_json: str) -> tuple[float, int]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .models.unet import Condition, ConditionalUNet, generator_config
+    from .models.unet import Condition, ConditionalUNet, generator_config_of
 
     o = json.loads(options_json)
-    keys = ("image_size", "labels", "channels", "layers_per_block", "attention", "dropout", "norm_groups", "cond_hidden",
-            "prediction_type", "beta_schedule", "time_scale_shift", "label_channels")
-    conf = generator_config(**{k: o[k] for k in keys})
+    conf = generator_config_of(o)
     s, n = o["image_size"], len(o["labels"])
     with torch.device("meta"):
         model = ConditionalUNet(conf)

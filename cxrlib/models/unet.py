@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -158,6 +158,15 @@ class ConditionEncoder(nn.Module):
 
 
 # --- the generator network ----------------------------------------------------------------------
+def generator_config_of(options: Mapping[str, Any]) -> dict:
+    """:func:`generator_config` of a generator's training options (e.g.
+    :func:`cxrlib.experiments.synthetic.generator_options`): its architecture fields, the others ignored."""
+    import inspect
+
+    fields = inspect.signature(generator_config).parameters
+    return generator_config(**{k: v for k, v in options.items() if k in fields})
+
+
 def generator_config(
     *,
     image_size: int,
