@@ -206,8 +206,9 @@ papermill(prog_name="papermill")
 
 
 def _papermill(nb_in: Path, nb_out: Path, params_file: Path, cwd: Path, env: Mapping[str, str],
-               show_progress: bool, log: Path) -> int:
-    """Run papermill in a child process; on Ctrl-C/SIGTERM kill it (and so its kernel) and re-raise.
+               show_progress: bool, log: Path) -> tuple[int, int]:
+    """Run papermill in a child process: its exit code and the peak resident memory (bytes) of it and its
+    descendants (:class:`PeakMemory`). On Ctrl-C/SIGTERM kill it (and so its kernel) and re-raise.
 
     A child, not a call: nbclient traps SIGINT while a cell runs and can hang waiting for a busy
     kernel; killing the child is immediate and leaves nothing running.
@@ -220,11 +221,14 @@ def _papermill(nb_in: Path, nb_out: Path, params_file: Path, cwd: Path, env: Map
                                 stderr=None if show_progress else err, preexec_fn=_die_with_parent)
         memory = PeakMemory(proc.pid)
         try:
-            return proc.wait(), memory.stop()
+            code = proc.wait()
         except BaseException:
             proc.kill()
             proc.wait()
             raise
+        finally:
+            peak = memory.stop()
+        return code, peak
 
 
 class PeakMemory:
