@@ -471,6 +471,12 @@ def real_classifier_mark(cfg, seed: int) -> str:
     return f"classifier of R alone {hashlib.sha256(spec.encode()).hexdigest()[:12]}, seed {seed}"
 
 
+def evaluations(steps: int, guidance: float) -> int:
+    """Network evaluations per image of a sampler with ``steps`` steps: two per step under classifier-free
+    guidance (``guidance`` > 0: the conditional and the unconditional pass), one without."""
+    return int(steps) * (2 if float(guidance) else 1)
+
+
 def set_mark(model: str, sampler: str, steps: int, guidance: float) -> str:
     """The ``shared`` mark of the evaluation-prevalence synthetic set of the shared model ``model`` (e.g.
     "main generator") at a sampler setting: chapters 2, 4 and 6 sample the same cache entry ("" if the

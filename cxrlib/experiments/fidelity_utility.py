@@ -407,7 +407,7 @@ def plan_jobs(cfg: Config, data) -> list:
     counted as if chapter 4 had cached them (a book run does: without them the run is shorter, never longer).
     Chapter 4's generators and the sets of the final generator and of chapter 4's carry chapter 4's marks
     (:func:`pretraining_plan.shared_name`): the same cache entries, counted once in a book plan."""
-    from ..plan import Job, classifier_jobs, oracle_job, set_mark, stand_in
+    from ..plan import Job, classifier_jobs, evaluations, oracle_job, set_mark, stand_in
     from .pretraining_plan import shared_name
 
     sizes, n, size = data.sizes, data.sizes["train"], cfg.image_size
@@ -427,7 +427,7 @@ def plan_jobs(cfg: Config, data) -> list:
             model = "" if r.family == "checkpoint" else "main generator"
         mark = set_mark(model, r.sampler, r.steps, r.guidance)
         jobs.append(Job("sampling", f"synthetic set of {v}{maybe if r.family == 'chapter 4' else ''}",
-                        int(r.steps) * (2 if r.guidance else 1), cfg.n_syn, size, "generator", cfg.n_syn, shared=mark))
+                        evaluations(r.steps, r.guidance), cfg.n_syn, size, "generator", cfg.n_syn, shared=mark))
     jobs.append(oracle_job(cfg, sizes))
     arms = utility_arms(stand_in(n), {v: stand_in(cfg.n_syn) for v in var.index})
     return jobs + classifier_jobs(cfg, {a: sum(len(d) for d in ds) for a, ds in arms.items()}, sizes, sizes["test"],

@@ -217,10 +217,12 @@ def network_evaluations(cfg: StudyConfig, kind: str, strength: float = 1.0) -> i
     sampler: the GAN's one forward pass; a diffusion model's ``sampler_steps`` (x2 under classifier-free
     guidance), of which image-to-image at ``strength`` runs the last ``⌊strength · sampler_steps⌋``
     (:func:`cxrlib.generators.latent_sampling.img2img_timesteps`)."""
+    from ..plan import evaluations
+
     if kind == "gan":
         return 1
     steps = min(int(cfg.sampler_steps * strength), cfg.sampler_steps)
-    return steps * (2 if cfg.guidance else 1)
+    return evaluations(steps, cfg.guidance)
 
 
 def latent_jobs(cfg: LatentRecipe, n_train: int) -> list:

@@ -318,12 +318,12 @@ def plan_jobs(cfg: Config, data) -> list:
     labels, and the oracle. Feature extraction and the oracle's predictions are not jobs."""
     from types import SimpleNamespace
 
-    from ..plan import Job, oracle_job, set_mark
+    from ..plan import Job, evaluations, oracle_job, set_mark
 
     size = cfg.image_size
 
     def sampling(name: str, steps: int, guidance: float, n: int) -> Job:  # classifier-free guidance: two passes per step
-        return Job("sampling", name, int(steps) * (2 if float(guidance) else 1), n, size, "generator", n)
+        return Job("sampling", name, evaluations(steps, guidance), n, size, "generator", n)
 
     snaps = f"; EMA snapshots at {', '.join(map(str, sorted(cfg.gen_checkpoints)))}" if cfg.gen_checkpoints else ""
     jobs = [Job("generator", f"conditional DDPM on R (the main generator{snaps})", cfg.gen_steps, cfg.gen_batch_size, size,

@@ -453,9 +453,9 @@ def plan_jobs(cfg: Config, data) -> list:
     """The jobs of a run of this chapter (``cxr run --plan``, :mod:`cxrlib.plan`): the main generator, the
     synthetic sets of :func:`synthetic_conditions` (the minority rule applied to R's real labels) and
     every arm x seed; the balanced-vs-natural comparison reuses the arms' classifiers."""
-    from ..plan import Job, classifier_jobs
+    from ..plan import Job, classifier_jobs, evaluations
 
-    real, size, nfe = data.real(), cfg.image_size, cfg.sampler_steps * (2 if cfg.guidance else 1)
+    real, size, nfe = data.real(), cfg.image_size, evaluations(cfg.sampler_steps, cfg.guidance)
     n, n_syn = len(real), int(round(cfg.synthetic_fraction * len(real)))
     added = {k: len(c) for k, c in synthetic_conditions(cfg, real).items()}
     if "synthetic-natural" in cfg.arms:

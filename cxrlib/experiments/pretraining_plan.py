@@ -66,10 +66,10 @@ def shared_name(cfg: P.Config, kind: str, fraction: float) -> str:
 
 def plan_jobs(cfg: P.Config, data) -> list:
     """The jobs of a run of chapter 4 (module docstring)."""
-    from ..plan import Job, classifier_jobs, oracle_job, set_mark, stand_in
+    from ..plan import Job, classifier_jobs, evaluations, oracle_job, set_mark, stand_in
 
     sizes, size, batch = data.sizes, cfg.image_size, cfg.gen_batch_size
-    nfe = cfg.sampler_steps * (2 if cfg.guidance else 1)
+    nfe = evaluations(cfg.sampler_steps, cfg.guidance)
     sets = plan_sets(data)
     gens = planned_generators(cfg, sets)
     pre_steps = cfg.pretrain_steps or cfg.gen_steps

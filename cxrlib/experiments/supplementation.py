@@ -434,10 +434,10 @@ def plan_jobs(cfg: Config, data) -> list:
     their synthetic streams and every arm x seed of the main grid, the mixing arms and the regime map,
     with the arms assembled by :func:`build_arms`, :func:`mixing_arms` and the regime map's rule on
     stand-in sets. Work the regime map shares with the main grid (R_f = R) is counted once."""
-    from ..plan import Job, classifier_jobs, stand_in
+    from ..plan import Job, classifier_jobs, evaluations, stand_in
     from .regime import arm_name as regime_arm
 
-    sizes, n, size, nfe = data.sizes, data.sizes["train"], cfg.image_size, cfg.sampler_steps * (2 if cfg.guidance else 1)
+    sizes, n, size, nfe = data.sizes, data.sizes["train"], cfg.image_size, evaluations(cfg.sampler_steps, cfg.guidance)
     jobs = [Job("generator", f"{R_ONLY} {k + 1}: conditional DDPM on R, seed {cfg.seed + k}", cfg.gen_steps,
                 cfg.gen_batch_size, size, "generator", n, shared=f"main generator {k}" if k else "main generator")
             for k in range(cfg.n_generators)]
