@@ -71,7 +71,7 @@ def test_cpu_full_trains_chapter_4s_generators_once_each():
     assert pcfg.ft_fractions == pcfg.scratch_fractions == (0.1, 0.25, 0.5, 1.0) and cfg.labeled_fraction == 0.25
     gens = {j.name: j for j in jobs["generator"]}
     assert len(gens) == 1 + 1 + 4 + 3
-    pre = gens["chapter 4: unconditional DDPM pretrained on the pool"]
+    pre = gens[f"chapter 4: unconditional DDPM pretrained on the pool ({cfg.gen_steps} steps)"]  # chapter 4's job, named as there
     assert (pre.steps, pre.held_images, pre.shared) == (cfg.gen_steps, data.sizes["pool"], "pool-pretrained generator")
     assert [(j.steps, j.held_images) for j in gens.values() if "fine-tuned" in j.name] == \
         [(pcfg.ft_steps, labeled(f)) for f in (0.1, 0.25, 0.5, 1.0)]

@@ -438,21 +438,14 @@ def _chapter4_plan(cfg: Config, data) -> tuple[list, pd.DataFrame]:
     """The generator jobs of :func:`pretraining.generators` on :func:`pretraining_config` (the pool pretraining, a
     fine-tuning per ``ft_fractions``, a from-scratch run per ``scratch_fractions`` other than R's, which is the
     main generator), marked as chapter 4's plan marks them, and the generator table for :func:`variant_rows`."""
-    from ..plan import Job
-    from .pretraining_plan import plan_sets, planned_generators, shared_name
+    from .pretraining_plan import generator_jobs, plan_sets, planned_generators
 
-    pcfg, size, batch = pretraining_config(cfg), cfg.image_size, cfg.gen_batch_size
+    pcfg = pretraining_config(cfg)
     gens = planned_generators(pcfg, plan_sets(data))  # R_f drawn by pretraining.labeled_subset from the pool's metadata
+    jobs = [dataclasses.replace(j, name=f"chapter 4: {j.name}") for j in generator_jobs(pcfg, data, gens)
+            if j.shared != "main generator"]  # scratch at R's fraction is the main generator, counted once
     pre_steps = pcfg.pretrain_steps or pcfg.gen_steps
-    jobs = [Job("generator", "chapter 4: unconditional DDPM pretrained on the pool", pre_steps, batch, size, "generator",
-                data.sizes["pool"], shared="pool-pretrained generator" if pre_steps == pcfg.gen_steps else "")]
     steps = {"pretrained+FT": pcfg.ft_steps, "scratch": pcfg.gen_steps}
-    what = {"pretrained+FT": "fine-tuned", "scratch": "from scratch"}
-    for g, r in gens.iterrows():
-        mark = shared_name(pcfg, r.kind, r.fraction)
-        if mark != "main generator":  # scratch at R's fraction is the main generator, counted once
-            jobs.append(Job("generator", f"chapter 4: {g} ({what[r.kind]} on R_f)", steps[r.kind], batch, size,
-                            "generator", int(r.labeled_images), shared=mark))
     table = gens.assign(unlabeled_steps=[pre_steps if k == "pretrained+FT" else 0 for k in gens.kind],
                         labeled_steps=[steps[k] for k in gens.kind], path=None)
     return jobs, table

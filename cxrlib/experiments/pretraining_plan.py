@@ -64,17 +64,14 @@ def shared_name(cfg: P.Config, kind: str, fraction: float) -> str:
     return f"pool fine-tuned on {r_f}" if (cfg.pretrain_steps or cfg.gen_steps) == cfg.gen_steps else ""
 
 
-def plan_jobs(cfg: P.Config, data) -> list:
-    """The jobs of a run of chapter 4 (module docstring)."""
-    from ..plan import Job, classifier_jobs, evaluations, oracle_job, set_mark, stand_in
+def generator_jobs(cfg: P.Config, data, gens: pd.DataFrame) -> list:
+    """The trainings of chapter 4's generators: the pool pretraining, then one per row of ``gens``
+    (:func:`planned_generators`), with the marks of :func:`shared_name` (chapter 6 trains the same ones)."""
+    from ..plan import Job
 
-    sizes, size, batch = data.sizes, cfg.image_size, cfg.gen_batch_size
-    nfe = evaluations(cfg.sampler_steps, cfg.guidance)
-    sets = plan_sets(data)
-    gens = planned_generators(cfg, sets)
-    pre_steps = cfg.pretrain_steps or cfg.gen_steps
+    size, batch, pre_steps = cfg.image_size, cfg.gen_batch_size, cfg.pretrain_steps or cfg.gen_steps
     jobs = [Job("generator", f"unconditional DDPM pretrained on the pool ({pre_steps} steps)", pre_steps, batch, size,
-                "generator", sizes["pool"], shared="pool-pretrained generator" if pre_steps == cfg.gen_steps else "")]
+                "generator", data.sizes["pool"], shared="pool-pretrained generator" if pre_steps == cfg.gen_steps else "")]
     what = {"pretrained+FT": "the pretrained DDPM fine-tuned on R_{}", "scratch": "conditional DDPM from scratch on R_{}"}
     for g, row in gens.iterrows():
         shared = shared_name(cfg, row.kind, row.fraction)
@@ -82,6 +79,18 @@ def plan_jobs(cfg: P.Config, data) -> list:
         name = f"{g}: " + ("conditional DDPM on R (the main generator)" if shared == "main generator"
                            else what[row.kind].format(P.pct(row.fraction)))
         jobs.append(Job("generator", name, steps, batch, size, "generator", int(row.labeled_images), shared=shared))
+    return jobs
+
+
+def plan_jobs(cfg: P.Config, data) -> list:
+    """The jobs of a run of chapter 4 (module docstring)."""
+    from ..plan import Job, classifier_jobs, evaluations, oracle_job, set_mark, stand_in
+
+    sizes, size = data.sizes, cfg.image_size
+    nfe = evaluations(cfg.sampler_steps, cfg.guidance)
+    sets = plan_sets(data)
+    gens = planned_generators(cfg, sets)
+    jobs = generator_jobs(cfg, data, gens)
     for g, row in gens.iterrows():  # chapters 2 (main generator) and 6 sample these very sets
         mark = set_mark(shared_name(cfg, row.kind, row.fraction), cfg.sampler, cfg.sampler_steps, cfg.guidance)
         jobs.append(Job("sampling", f"{g}: synthetic set", nfe, cfg.n_syn, size, "generator", cfg.n_syn, shared=mark))
