@@ -46,7 +46,8 @@ STUDY_PROFILES: dict[str, dict] = {
     # images: 0.66 at 25 steps, 0.81 at 150, 0.80-0.82 from 150 to 600 steps; measured for issue 12)
     # ≥ 5 classifier seeds per arm: the primary p-values come from the variation across training seeds
     # executor "local": the arms x seeds classifiers on one worker process per core (1.09x on 2 cores, more with more; make bench)
-    "cpu": dict(clf_steps=400, clf_eval_every=25, n_seeds=5, executor="local"),
+    "cpu": dict(clf_steps=200, clf_eval_every=50, n_seeds=5, gen_batch_size=32, executor="local"),
+    "cpu-full": dict(clf_steps=400, clf_eval_every=25, gen_batch_size=64),
     "paper": dict(dataset="chexpert", image_size=256, labels=tuple(l for l in COMPETITION_LABELS), n_pool=None,
                   labeled_fraction=1.0, n_val=None, n_test=None, n_external=None, external_sites=(),
                   gen_channels=(128, 128, 256, 256, 512, 512), gen_layers=2, gen_label_channels=False, gen_steps=200_000, gen_checkpoints=(50_000, 100_000, 150_000),

@@ -85,8 +85,10 @@ class Config(LatentRecipe):
                       arch_amounts=(2,), gan_g_channels=(32, 16, 16, 8), gan_d_channels=(8, 16, 32), gan_steps=20,
                       gan_batch_size=16, fewshot_k=3, fewshot_steps=6, fewshot_batch_size=8, n_fidelity_real=100, n_grid=3),
         # cpu: Schaudt's amounts start at 100 per class; the primary classifier 5 seeds (cpu-full: the second 3)
-        "cpu": dict(LDM_PROFILES["cpu"], sampler_steps=10, amounts=(100, 300), arch_seeds=(5, 1)),
-        "cpu-full": dict(arch_seeds=(5, 3)),
+        "cpu": dict(LDM_PROFILES["cpu"], sampler_steps=10, amounts=(100,), generators=("gan", "ddpm", "ldm"),
+                    clf_archs=("small_cnn",), arch_epochs=(5,), arch_seeds=(3,), arch_amounts=(1,)),
+        "cpu-full": dict(amounts=(100, 300), generators=GENERATORS, clf_archs=("small_cnn", "resnet18"), arch_epochs=(5, 2), arch_seeds=(5, 3),
+                         arch_amounts=(2, 1)),
         "paper": dict(LDM_PROFILES["paper"], amounts=(100, 250, 500, 1000),
                       clf_archs=("efficientnet_b0", "resnet50", "convnext_tiny"), arch_epochs=None, arch_seeds=None,
                       arch_amounts=None, n_seeds=5, gan_g_channels=(512, 512, 256, 256, 128, 64, 32),

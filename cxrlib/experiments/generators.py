@@ -32,6 +32,10 @@ class Config(StudyConfig):
 
     PROFILES: ClassVar = merge_profiles({
         "smoke": dict(n_per_label=3, grid_guidance=(0.0, 2.0), sampler_grid=("ddim-4", "dpm++-4"), n_eval=48, n_timing=4, n_flip=12),
+        # cpu (the hour book): the study sampler at w = 0 and 2 only (the sampler grid and FD vs evaluations: cpu-full, make bench)
+        "cpu": dict(sampler_grid=(), grid_guidance=(0.0, 2.0), n_flip=64),
+        "cpu-full": dict(sampler_grid=("ddpm-50", "ddim-10", "ddim-25", "dpm++-10", "dpm++-20"), grid_guidance=(0.0, 1.0, 2.0, 3.0),
+                         n_flip=200),
         "paper": dict(n_eval=5000, sampler_grid=("ddpm-1000", "ddim-50", "ddim-200", "dpm++-20"), n_flip=1000),
     })
 

@@ -71,7 +71,8 @@ def generator_jobs(cfg: P.Config, data, gens: pd.DataFrame) -> list:
 
     size, batch, pre_steps = cfg.image_size, cfg.gen_batch_size, cfg.pretrain_steps or cfg.gen_steps
     jobs = [Job("generator", f"unconditional DDPM pretrained on the pool ({pre_steps} steps)", pre_steps, batch, size,
-                "generator", data.sizes["pool"], shared="pool-pretrained generator" if pre_steps == cfg.gen_steps else "")]
+                "generator", data.sizes["pool"], shared="pool-pretrained generator" if pre_steps == cfg.gen_steps else "")
+            ] if cfg.ft_fractions else []  # nothing fine-tuned: nothing pretrained (pretraining.generators)
     what = {"pretrained+FT": "the pretrained DDPM fine-tuned on R_{}", "scratch": "conditional DDPM from scratch on R_{}"}
     for g, row in gens.iterrows():
         shared = shared_name(cfg, row.kind, row.fraction)
