@@ -438,7 +438,10 @@ def scorecard_markdown(card: pd.DataFrame, profile: str, built: set[str] | froze
              f"One row per claim of the four seed studies, judged at profile `{profile}` by the rule written in "
              "`cxrlib.verdicts` before any result (listed under *The rules*). *inconclusive* means the data neither show "
              "the claim nor exclude it, or that it was not measured at this profile (the reason says which). "
-             f"The table is also `scorecard-{profile}.csv` in the runs folder.", "",
+             + ("The `cpu` profile is the book that fits an hour on 2 cores: it holds each chapter's primary contrast, and "
+                "the claims it does not measure are measured by `cpu-full` (the complete grids; `cxr book --profile "
+                "cpu-full`). " if profile == "cpu" else "")
+             + f"The table is also `scorecard-{profile}.csv` in the runs folder.", "",
              "| claim | paper | verdict | estimate [95 % CI] | adj. p | n | chapter |",
              "|---|---|---|---|---|---|---|"]
     for r in card.itertuples():

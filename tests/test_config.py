@@ -59,11 +59,15 @@ def test_cpu_full_extends_cpu():
     from cxrlib.experiments import common, data, supplementation as S
 
     assert "cpu-full" in PROFILE_NAMES and profile_chain("cpu-full") == ["cpu", "cpu-full"] and profile_chain("cpu") == ["cpu"]
-    assert data.Config.from_params(profile="cpu-full").to_dict() == {**data.Config.from_params(profile="cpu").to_dict(),
-                                                                     "profile": "cpu-full"}
+    # cpu-full changes only what it names: chapter 1's learning curve
+    d_cpu, d_full = data.Config.from_params(profile="cpu").to_dict(), data.Config.from_params(profile="cpu-full").to_dict()
+    assert {k for k in d_full if d_full[k] != d_cpu[k]} == {"profile", "difficulty_epochs", "difficulty_n_max", "n_test", "n_boot"}
+    # cpu is the hour book; cpu-full the longer recipes and the complete grids (the paper's 1000 % point, both sources)
     cpu, full = S.Config.from_params(profile="cpu"), S.Config.from_params(profile="cpu-full")
-    assert full.clf_steps == cpu.clf_steps == 400 and full.n_seeds == cpu.n_seeds >= 5  # the cpu recipes
-    assert max(full.supplement_percents) == max(cpu.supplement_percents) == 1000
+    assert (cpu.clf_steps, full.clf_steps) == (150, 400) and full.n_seeds == cpu.n_seeds >= 5
+    assert (cpu.gen_batch_size, full.gen_batch_size) == (32, 64)
+    assert max(cpu.supplement_percents) == 100 and max(full.supplement_percents) == 1000 and cpu.n_generators == full.n_generators == 2
+    assert full.pool_pretrained and full.mixing_site and not cpu.pool_pretrained and not cpu.mixing_site
     assert len(full.supplement_percents) > len(cpu.supplement_percents) and full.regime_fractions and not cpu.regime_fractions
     assert full.hash() != cpu.hash()
     with pytest.raises(ValueError, match="unknown profile"):

@@ -24,7 +24,8 @@ def dataset(n=40, size=8, seed=0):
 
 
 def test_config_validation_and_plan():
-    cfg = C.Config.from_params(profile="cpu")
+    cfg = C.Config.from_params(profile="cpu-full")  # cpu (the hour book) trains small_cnn alone
+    assert C.Config.from_params(profile="cpu").arch_plan()["arch"].tolist() == ["small_cnn"]
     plan = cfg.arch_plan()
     assert plan["arch"].tolist() == ["small_cnn", "resnet18"]
     assert plan["amounts"].tolist() == [tuple(sorted(cfg.amounts)), (max(cfg.amounts),)]
@@ -34,9 +35,9 @@ def test_config_validation_and_plan():
     with pytest.raises(ConfigError, match="generators"):
         C.Config.from_params(generators=("gan", "vae"))
     with pytest.raises(ConfigError, match="arch_epochs"):
-        C.Config.from_params(arch_epochs=(5,))
+        C.Config.from_params(profile="cpu-full", arch_epochs=(5,))
     with pytest.raises(ConfigError, match="arch_amounts"):
-        C.Config.from_params(amounts=(10,), arch_amounts=(2, 1))
+        C.Config.from_params(profile="cpu-full", amounts=(10,), arch_amounts=(2, 1))
     with pytest.raises(ConfigError, match="test_sets"):
         C.Config.from_params(test_sets=("internal", "mimic"))
     with pytest.raises(ConfigError, match="ldm_vae_channels"):

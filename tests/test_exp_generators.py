@@ -40,3 +40,21 @@ def test_flip_figure_and_parameter_check():
         generators.Config.from_params(profile="smoke", n_flip=1)
     with pytest.raises(ConfigError, match=r"'n_timing': must be between 1 and n_eval \(48\)"):  # checked before any sampling
         generators.Config.from_params(profile="smoke", n_timing=49)
+
+
+def test_nfe_tradeoff_reads_fd_against_evaluations_relative_to_the_ancestral_reference():
+    from cxrlib.experiments import generators as GX
+
+    comp = pd.DataFrame({"comparison": ["sampler"] * 4 + ["guidance"],
+                         "sampler": ["ddpm", "ddim", "dpm++", "ddpm", "ddim"], "steps": [1000, 10, 10, 50, 15],
+                         "guidance": [2.0, 2.0, 2.0, 2.0, 0.0], "fd": [1.0, 1.30, 1.05, 1.2, 9.0]})
+    trade = GX.nfe_tradeoff(comp)
+    assert trade.sampler.tolist() == ["ddim", "dpm++", "ddpm", "ddpm"] and trade.nfe.tolist() == [20, 20, 100, 2000]
+    assert trade.fd_ratio.tolist() == pytest.approx([1.30, 1.05, 1.2, 1.0])  # the reference: the ddpm row with most steps
+    assert trade.meets_target.tolist() == [False, True, False, False]  # <= 25 evaluations at <= 1.10x
+    assert "dpm++-10 meets the target" in GX.nfe_tradeoff_text(trade)
+    worse = GX.nfe_tradeoff(comp.assign(fd=[1.0, 1.30, 1.25, 1.2, 9.0]))
+    assert not worse.meets_target.any() and "no sampler meets the target" in GX.nfe_tradeoff_text(worse)
+    assert "dpm++-10 at 1.25x" in GX.nfe_tradeoff_text(worse)  # the best trade-off is named
+    none = GX.nfe_tradeoff(comp[comp.sampler != "ddpm"])
+    assert none.empty and "No ancestral reference" in GX.nfe_tradeoff_text(none)

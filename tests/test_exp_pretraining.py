@@ -66,16 +66,19 @@ def test_labeled_subsets_are_nested_and_reuse_R():
 
 
 def test_contrast_pairs_follow_the_design():
+    # cpu (the hour book): no pretraining chain, so no contrast; the verdict says the claim was not tested
     cpu = P.Config.from_params(profile="cpu")
-    # cpu: the primary contrast, 25 % fine-tuned vs the 100 % fine-tuned reference, and vs the main generator
-    assert P.contrast_pairs(cpu) == [("pretraining vs scratch, same labels", "synthetic: pretrained+FT 25%", "synthetic: scratch 25%"),
+    assert cpu.ft_fractions == () and P.contrast_pairs(cpu) == []
+    # the primary contrast: 25 % fine-tuned vs the 100 % fine-tuned reference, and vs the main generator
+    primary = P.Config.from_params(profile="cpu-full", ft_fractions=(0.25, 1.0), scratch_fractions=(0.25,))
+    assert P.contrast_pairs(primary) == [("pretraining vs scratch, same labels", "synthetic: pretrained+FT 25%", "synthetic: scratch 25%"),
                                      ("25% labels vs all labels", "synthetic: pretrained+FT 25%", "synthetic: pretrained+FT 100%")]
-    assert cpu.ft_steps >= 600
+    assert primary.ft_steps >= 600
     for profile in ("cpu-full", "paper"):  # Huijben's grid, with the 100 % reference
         pairs = P.contrast_pairs(P.Config.from_params(profile=profile))
         assert len(pairs) == 4 + 3  # pretraining vs scratch at each fraction; 10/25/50 % vs all labels
         assert ("25% labels vs all labels", "synthetic: pretrained+FT 25%", "synthetic: scratch 100%") in pairs
-    no_full = P.Config.from_params(profile="cpu", ft_fractions=(0.1, 0.25), scratch_fractions=(0.1, 0.25))
+    no_full = P.Config.from_params(profile="cpu-full", ft_fractions=(0.1, 0.25), scratch_fractions=(0.1, 0.25))
     assert all("all labels" not in q for q, _, _ in P.contrast_pairs(no_full))  # nothing to compare with: no pair
     assert P.reference_arm(cpu) == "synthetic: scratch 25%"
 

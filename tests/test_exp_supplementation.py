@@ -77,10 +77,12 @@ def test_build_arms_sizes_prefixes_and_controls():
 
 
 def test_sources_and_new_config_checks():
-    for profile in ("cpu", "cpu-full"):
-        cpu = S.Config.from_params(profile=profile)
-        assert S.source_names(cpu) == ["R-only 1", "R-only 2", "pool-pretrained"] and cpu.n_seeds >= 5
-        assert max(cpu.supplement_percents) == 1000 and set(cpu.duplicate_percents) == set(cpu.supplement_percents) - {0}
+    full = S.Config.from_params(profile="cpu-full")
+    assert S.source_names(full) == ["R-only 1", "R-only 2", "pool-pretrained"] and full.n_seeds >= 5
+    assert max(full.supplement_percents) == 1000 and set(full.duplicate_percents) == set(full.supplement_percents) - {0}
+    cpu = S.Config.from_params(profile="cpu")  # the hour book: two R-only generators, their duplicates control
+    assert S.source_names(cpu) == ["R-only 1", "R-only 2"] and cpu.n_seeds >= 5
+    assert set(cpu.duplicate_percents) == set(cpu.supplement_percents) - {0} == {100}
     assert S.source_names(S.Config.from_params(profile="smoke", n_generators=0, mixing_site="")) == ["pool-pretrained"]
     with pytest.raises(ConfigError, match="no synthetic source"):
         S.Config.from_params(profile="smoke", n_generators=0, pool_pretrained=False)

@@ -32,7 +32,9 @@ def _kinds(jobs):
 
 
 def test_chapter_5_plan_at_cpu_counts_every_source_stream_arm_and_seed():
-    cfg = S.Config.from_params(profile="cpu")
+    # the 1000 % design with all three sources and the mixing arms on the cpu recipes (cpu-full's largest point)
+    cfg = S.Config.from_params(profile="cpu-full", supplement_percents=(0, 1000), synthetic_only_percents=(300,),
+                               duplicate_percents=(1000,), regime_fractions=())
     data = plan.plan_data(cfg)
     sizes = data.sizes
     assert sizes["pool"] == cfg.n_pool and 0 < sizes["train"] < sizes["pool"] and sizes["external nih"] == cfg.n_external
@@ -90,7 +92,7 @@ def test_the_estimate_scales_by_flops_and_a_run_over_budget_is_refused():
     assert est.loc["b", "memory_gb"] > est.loc["a", "memory_gb"]  # densenet121's weights and Adam moments
     plan.check_budget(est, budget_hours=1.0)  # about 2 minutes: within
     sizes = {"val": 100, "test": 50}  # validations: every clf_eval_every steps, or once per epoch without a step budget
-    assert plan.classifier_jobs(cfg, {"a": 640}, sizes)[0].eval_images == (400 // 25) * 100 + 50
+    assert plan.classifier_jobs(cfg, {"a": 640}, sizes)[0].eval_images == (cfg.clf_steps // cfg.clf_eval_every) * 100 + 50
     epochs = plan.classifier_jobs(cfg.replace(clf_steps=None, clf_epochs=3), {"a": 640}, sizes)[0]
     assert (epochs.steps, epochs.eval_images) == (3 * 10, 3 * 100 + 50)
     with pytest.raises(UserError, match=r"over the budget of 0.001 h; most of it is classifier .*n_seeds"):
@@ -224,3 +226,26 @@ def test_a_benchmarked_backbone_is_timed_by_its_own_rate_and_the_others_by_flops
     assert est.loc["resnet18", "seconds"] == pytest.approx((100 * 64 + 300 / 3) / 40.0)
     scale = plan.classifier_flops("densenet121", 32, len(cfg.labels)) / plan.classifier_flops("small_cnn", 32)
     assert est.loc["densenet121", "seconds"] == pytest.approx((100 * 64 + 300 / 3) * scale / 250.0)
+
+
+# make bench on the reference machine (2 cores, 2026-12-04): the rates the README's hour is measured against
+REFERENCE_ROWS = [
+    {"benchmark": "classifier training", "setting": "small_cnn 32px batch 64", "value": 685.2, "unit": "images/s"},
+    {"benchmark": "classifier training", "setting": "small_cnn 64px batch 64", "value": 170.7, "unit": "images/s"},
+    {"benchmark": "classifier training", "setting": "resnet18 32px batch 64", "value": 67.7, "unit": "images/s"},
+    {"benchmark": "classifier training", "setting": "densenet121 32px batch 64", "value": 16.0, "unit": "images/s"},
+    {"benchmark": "generator training", "setting": "cpu recipe 32px batch 64", "value": 99.0, "unit": "images/s"},
+    {"benchmark": "sampling", "setting": "ddim-50 32px", "value": 326.8, "unit": "image-steps/s"}]
+
+
+def test_the_default_cpu_book_plans_within_its_hour_and_cpu_full_holds_the_rest():
+    """The budget of `make book` is an hour cold on 2 cores. At the reference machine's rates the `cpu`
+    book's planned compute must leave room for what the plan does not count (phantom rendering,
+    evaluation and bootstrap, figures, the HTML and PDF build: 5-10 min in the measured cold builds), so
+    a design change that would overrun the hour fails here, before anyone waits an afternoon. `cpu-full`
+    holds the complete grids: several times longer."""
+    rates = plan.rates_from_rows(REFERENCE_ROWS, "reference machine")
+    _, cpu = plan.plan_book(profile="cpu", rates=rates)
+    assert cpu.seconds.sum() <= 55 * 60
+    _, full = plan.plan_book(profile="cpu-full", rates=rates)
+    assert full.seconds.sum() > 5 * cpu.seconds.sum()

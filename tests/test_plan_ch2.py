@@ -26,7 +26,7 @@ def _nfe(steps, w):
 
 
 def test_chapter_2_plan_at_cpu_counts_the_generator_grids_variants_timings_twins_and_oracle():
-    cfg = G.Config.from_params(profile="cpu")
+    cfg = G.Config.from_params(profile="cpu-full")  # the full grids (the cpu hour book samples w = 0, 2 only)
     data = plan.plan_data(cfg)
     jobs = _kinds(G.plan_jobs(cfg, data))
     L, n = len(cfg.labels), data.sizes["train"]

@@ -24,12 +24,18 @@ def data(cfg):
     return _data(cfg.dataset, cfg.n_pool, cfg.n_val, cfg.n_test, cfg.labeled_fraction, cfg.n_external, cfg.external_sites)
 
 
+# the primary design of chapter 4 (25 % vs the 100 % reference, the main generator beside them); the cpu hour
+# book runs no pretraining chain, cpu-full the whole grid
+PRIMARY = dict(profile="cpu-full", ft_fractions=(0.25, 1.0), scratch_fractions=(0.25,), real_fractions=(0.25, 1.0),
+               real_plus_syn=False)
+
+
 def kinds(jobs):
     return {k: [j for j in jobs if j.kind == k] for k in plan.KINDS}
 
 
 def test_chapter_4_plan_at_cpu_counts_the_pretraining_each_fine_tuning_the_main_generator_their_sets_and_arms():
-    cfg = P.Config.from_params(profile="cpu")  # ft (25 %, 100 %), scratch (25 % = R: the main generator)
+    cfg = P.Config.from_params(**PRIMARY)  # ft (25 %, 100 %), scratch (25 % = R: the main generator)
     d = data(cfg)
     sizes, n = d.sizes, d.sizes["train"]
     assert cfg.labeled_fraction == 0.25 and n == d.labeled(0.25) < d.labeled(1.0) == sizes["pool"]
@@ -76,7 +82,7 @@ def test_cpu_full_plans_huijbens_grid_with_real_plus_synthetic_arms_on_nested_su
 
 
 def test_a_pretraining_other_than_the_shared_one_shares_neither_it_nor_its_fine_tunings():
-    cfg = P.Config.from_params(profile="cpu", pretrain_steps=300)
+    cfg = P.Config.from_params(**PRIMARY, pretrain_steps=300)
     jobs = kinds(plan_jobs(cfg, data(cfg)))
     assert (jobs["generator"][0].steps, jobs["generator"][0].shared) == (300, "")
     assert [j.shared for j in jobs["generator"][1:3]] == ["", ""] and jobs["generator"][3].shared == "main generator"
@@ -128,3 +134,11 @@ def test_the_chapter_is_planned_through_its_plan_module():
     sizes, jobs = plan.plan_for(cfg, "04_pretraining.ipynb")
     assert sizes == data(cfg).sizes and jobs == plan_jobs(cfg, data(cfg))
     assert "cxrlib.experiments.pretraining_plan" not in import_graph()["cxrlib.experiments.pretraining"]
+
+
+def test_the_cpu_hour_book_plans_no_pretraining_only_the_main_generators_synthetic_arm():
+    """At ``cpu`` nothing is fine-tuned, so nothing is pretrained (``pretraining.generators`` skips it too)."""
+    cfg = P.Config.from_params(profile="cpu")
+    jobs = kinds(plan_jobs(cfg, data(cfg)))
+    assert [j.shared for j in jobs["generator"]] == ["main generator"]
+    assert {j.name.rsplit(",", 1)[0] for j in jobs["classifier"] if j.shared != "oracle"} == {"synthetic: scratch 25%", "real 25%"}

@@ -21,18 +21,20 @@ def _variant(job):
 
 
 def test_chapter_6_plan_at_cpu_counts_every_variant_set_and_classifier():
-    cfg = F.Config.from_params(profile="cpu")
+    # the complete grids (cpu-full) with chapter 4's generators used only if cached
+    cfg = F.Config.from_params(profile="cpu-full", pretraining_variants="if_cached")
     data = plan.plan_data(cfg)
     sizes, n = data.sizes, data.sizes["train"]
     jobs = _kinds(F.plan_jobs(cfg, data))
-    # the main generator only (its snapshots are on the way); chapter 4's generators are not trained at cpu
+    # the main generator only (its snapshots are on the way); chapter 4's generators are not trained here
     [gen] = jobs["generator"]
     assert (gen.steps, gen.batch, gen.held_images, gen.shared) == (cfg.gen_steps, cfg.gen_batch_size, n, "main generator")
-    # variants: final + 2 snapshots + w in (0, 1, 3) + chapter 2's 5 samplers + chapter 4's pretrained+FT 25 %, 100 %
-    ch2 = G.Config.from_params(profile="cpu")
+    # variants: final + 2 snapshots + w in (0, 1, 3) + chapter 2's 5 samplers + chapter 4's 4 fine-tuned and 3 other
+    # scratch generators (its scratch 25 % is the main generator)
+    ch2 = G.Config.from_params(profile="cpu-full")
     assert cfg.gen_checkpoints == (200, 500) and ch2.grid_guidance == (0.0, 1.0, 2.0, 3.0) and len(ch2.sampler_grid) == 5
     sampling = {_variant(j): j for j in jobs["sampling"]}
-    assert len(sampling) == len(jobs["sampling"]) == 1 + 2 + 3 + 5 + 2
+    assert len(sampling) == len(jobs["sampling"]) == 1 + 2 + 3 + 5 + 7
     assert {j.batch for j in jobs["sampling"]} == {j.held_images for j in jobs["sampling"]} == {cfg.n_syn}
     nfe = 2 * cfg.sampler_steps  # guidance w = 2: two network evaluations per step
     assert sampling["final (ddim-15, w=2)"].steps == sampling["EMA @ step 200"].steps == sampling["w=3"].steps == nfe
@@ -44,7 +46,7 @@ def test_chapter_6_plan_at_cpu_counts_every_variant_set_and_classifier():
     oracle = [j for j in clf if j.shared == "oracle"]
     assert len(oracle) == 1 and oracle[0].held_images == sizes["pool"] and oracle[0].model == cfg.oracle_arch
     arms = [j for j in clf if j.shared != "oracle"]
-    assert cfg.n_seeds == 3 and len(arms) == (1 + 2 * 13) * 3
+    assert cfg.n_seeds == 3 and len(arms) == (1 + 2 * 18) * 3
     assert {j.steps for j in arms} == {cfg.clf_steps} and {j.batch for j in arms} == {cfg.clf_batch_size}
     assert {j.eval_images for j in arms} == {(cfg.clf_steps // cfg.clf_eval_every) * sizes["val"] + sizes["test"]}
     held = {j.name.rsplit(",", 1)[0]: j.held_images for j in arms}
@@ -158,3 +160,10 @@ def test_a_book_plan_counts_chapter_4s_generators_and_their_sets_once():
     assert kept == ["EMA @ step 200", "EMA @ step 500", "w=0", "w=1", "w=3", "ddpm-50", "ddim-10", "ddim-25", "dpm++-10",
                     "dpm++-20"]  # the final generator's set and chapter 4's seven are chapter 4's
     assert not any(ch6.name.str.startswith("oracle"))
+
+
+def test_the_cpu_hour_book_plans_the_main_generators_variants_with_one_seed():
+    cfg = F.Config.from_params(profile="cpu")
+    jobs = _kinds(F.plan_jobs(cfg, plan.plan_data(cfg)))
+    assert {_variant(j) for j in jobs["sampling"]} == {"EMA @ step 200", "EMA @ step 500", "final (ddim-15, w=2)", "w=0"}
+    assert len([j for j in jobs["classifier"] if j.shared != "oracle"]) == (1 + 2 * 4) * cfg.n_seeds and cfg.n_seeds == 1

@@ -28,7 +28,8 @@ def smoke_sets():
 
 
 def test_chapter_7_plan_at_cpu_counts_every_generator_sample_architecture_and_seed():
-    cfg = C.Config.from_params(profile="cpu")
+    # the complete design on the cpu recipes (the hour book trains small_cnn alone on 3 generators: next test)
+    cfg = C.Config.from_params(profile="cpu-full", arch_seeds=(5, 1))
     data = plan.plan_data(cfg)
     sizes, n, L = data.sizes, data.sizes["train"], len(cfg.labels)
     jobs = _kinds(C.plan_jobs(cfg, data))
@@ -55,6 +56,14 @@ def test_chapter_7_plan_at_cpu_counts_every_generator_sample_architecture_and_se
     assert {j.eval_images for j in clf[:-1]} == {math.ceil(cfg.clf_steps / cfg.clf_eval_every) * sizes["val"] + sizes["test"]}
     ext = C.plan_jobs(cfg.replace(test_sets=("internal", "nih")), data)  # an external test set is predicted once more
     assert ext[-2].eval_images == clf[-2].eval_images + sizes["external nih"]
+
+
+def test_the_cpu_hour_book_plans_chapter_7_without_the_pool_chain_or_a_second_backbone():
+    cfg = C.Config.from_params(profile="cpu")
+    jobs = _kinds(C.plan_jobs(cfg, plan.plan_data(cfg)))
+    assert "pool-pretrained generator" not in {j.shared for j in jobs["generator"]}
+    arms = [j for j in jobs["classifier"] if j.shared != "oracle"]
+    assert {j.model for j in arms} == {"small_cnn"} and len(arms) == (1 + 3) * cfg.arch_seeds[0]
 
 
 def test_chapter_7_paper_plan_trains_every_architecture_on_every_amount():
@@ -143,7 +152,7 @@ def test_the_latent_generator_is_one_model_for_chapters_7_and_8(profile):
 
 
 def test_a_book_plan_counts_the_shared_latent_generator_and_real_arms_once():
-    c7, c8 = C.Config.from_params(profile="cpu"), I.Config.from_params(profile="cpu", task="multilabel")
+    c7, c8 = C.Config.from_params(profile="cpu-full"), I.Config.from_params(profile="cpu-full", task="multilabel")
     d7 = plan.plan_data(c7)
     j7, j8 = C.plan_jobs(c7, d7), I.plan_jobs(c8, d7)
     # under the multilabel task, chapter 8's real arm is chapter 7's small_cnn real arm (same recipe, labels, R, val)

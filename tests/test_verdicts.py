@@ -97,6 +97,7 @@ def test_register_and_scorecard_on_missing_chapters(tmp_path):
     assert card["reason"].str.contains("has not run").all()
     page = V.scorecard_markdown(card, "smoke")
     assert page.count("\n| ") >= 11 and "## The rules" in page
+    assert "cpu-full" not in page and "measured by `cpu-full`" in V.scorecard_markdown(card, "cpu")  # the hour book says where the rest is
     assert "Verdict rules, fixed before the results" in V.rules_markdown("05_supplementation")
 
 

@@ -38,8 +38,9 @@ class Config(ExperimentConfig):
     PROFILES: ClassVar = {
         "smoke": dict(image_size=32, n_stats=1500, n_grid=3, difficulty_fractions=(0.25, 1.0), difficulty_epochs=1,
                       difficulty_n_max=600, n_test=300, n_boot=50),
-        "cpu": dict(image_size=64, n_stats=20000, difficulty_epochs=4, difficulty_n_max=1500, n_test=3000, n_boot=300),
-        "cpu-full": dict(difficulty_epochs=6, difficulty_n_max=6000),
+        # cpu (the hour book): a small illustrative learning curve; cpu-full the longer one
+        "cpu": dict(image_size=64, n_stats=20000, difficulty_epochs=3, difficulty_n_max=1000, n_test=1500, n_boot=150),
+        "cpu-full": dict(difficulty_epochs=6, difficulty_n_max=6000, n_test=3000, n_boot=300),
         "paper": dict(dataset="chexpert", image_size=224, difficulty_arch="densenet121", difficulty_epochs=20,
                       n_boot=1000),
     }

@@ -77,8 +77,8 @@ class Config(StudyConfig):
         # cpu (the hour book): no pretraining chain (pool DDPM + fine-tunings, ~18 min on 2 cores), only the main
         # generator; cpu-full: Huijben's grid (10/25/50/100 %, both recipes; 600 fine-tuning steps: labels carried from
         # ~600 steps in the chapter-2 A/B, 300 did not), synthetic-only and real+synthetic (chapter 5's regime-map generators)
-        "cpu": dict(ft_fractions=(), scratch_fractions=(0.25,), real_fractions=(0.25,), ft_steps=600),
-        "cpu-full": dict(ft_fractions=(0.1, 0.25, 0.5, 1.0), scratch_fractions=(0.1, 0.25, 0.5, 1.0),
+        "cpu": dict(ft_fractions=(), scratch_fractions=(0.25,), real_fractions=(0.25,), ft_steps=600, n_seeds=1),
+        "cpu-full": dict(n_seeds=5, ft_fractions=(0.1, 0.25, 0.5, 1.0), scratch_fractions=(0.1, 0.25, 0.5, 1.0),
                          real_fractions=(0.1, 0.25, 0.5, 1.0), real_plus_syn=True),
         # paper: Huijben's grid, fine-tuning a quarter of the from-scratch steps
         "paper": dict(ft_steps=50_000, n_syn=5000, real_plus_syn=True, ms_ssim_pairs=2000),
