@@ -52,6 +52,7 @@ def test_nfe_tradeoff_reads_fd_against_evaluations_relative_to_the_ancestral_ref
     assert trade.sampler.tolist() == ["ddim", "dpm++", "ddpm", "ddpm"] and trade.nfe.tolist() == [20, 20, 100, 2000]
     assert trade.fd_ratio.tolist() == pytest.approx([1.30, 1.05, 1.2, 1.0])  # the reference: the ddpm row with most steps
     assert trade.meets_target.tolist() == [False, True, False, False]  # <= 25 evaluations at <= 1.10x
+    assert trade.reference.tolist() == [False, False, False, True]
     assert "dpm++-10 meets the target" in GX.nfe_tradeoff_text(trade)
     worse = GX.nfe_tradeoff(comp.assign(fd=[1.0, 1.30, 1.25, 1.2, 9.0]))
     assert not worse.meets_target.any() and "no sampler meets the target" in GX.nfe_tradeoff_text(worse)

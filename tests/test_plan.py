@@ -246,6 +246,6 @@ def test_the_default_cpu_book_plans_within_its_hour_and_cpu_full_holds_the_rest(
     holds the complete grids: several times longer."""
     rates = plan.rates_from_rows(REFERENCE_ROWS, "reference machine")
     _, cpu = plan.plan_book(profile="cpu", rates=rates)
-    assert cpu.seconds.sum() <= 55 * 60
+    assert cpu.seconds.sum() <= 46 * 60  # 44 min at 6c7ab20; it ran cold in the time the README gives
     _, full = plan.plan_book(profile="cpu-full", rates=rates)
     assert full.seconds.sum() > 5 * cpu.seconds.sum()
