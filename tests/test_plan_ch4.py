@@ -106,7 +106,7 @@ def test_plan_sizes_are_the_subsets_the_chapter_draws_from_the_loaded_pool():
     assert len(held) == 5 + 2 + 5
 
 
-@pytest.mark.parametrize("profile", ["smoke", "cpu", "cpu-full", "paper"])
+@pytest.mark.parametrize("profile", ["smoke", "cpu-full", "paper"])  # at cpu neither chapter fine-tunes (next test)
 def test_the_fine_tuning_on_r_is_chapter_5s_cache_entry(profile, monkeypatch):
     """The mark "pool fine-tuned on R" claims chapter 4's fine-tuning on R is chapter 5's pool-pretrained
     source: both reach train_cached_generator with the same recipe, training set and starting model."""
@@ -142,3 +142,14 @@ def test_the_cpu_hour_book_plans_no_pretraining_only_the_main_generators_synthet
     jobs = kinds(plan_jobs(cfg, data(cfg)))
     assert [j.shared for j in jobs["generator"]] == ["main generator"]
     assert {j.name.rsplit(",", 1)[0] for j in jobs["classifier"] if j.shared != "oracle"} == {"synthetic: scratch 25%", "real 25%"}
+
+
+def test_at_cpu_nothing_is_pretrained_since_nothing_is_fine_tuned(monkeypatch):
+    from cxrlib.experiments import common, synthetic
+    from cxrlib.experiments import supplementation as S
+
+    monkeypatch.setattr(synthetic, "pretrained_generator", lambda *a, **k: pytest.fail("pretrained at cpu"))
+    c4 = P.Config.from_params(profile="cpu")
+    sets = common.RealSets(plan.stand_in(10), plan.stand_in(5), plan.stand_in(1), plan.stand_in(1), {})
+    assert c4.ft_fractions == () and P.pretrained(c4, sets) is None
+    assert not S.Config.from_params(profile="cpu").pool_pretrained

@@ -182,7 +182,9 @@ def _generator(cfg: StudyConfig, train: CXRDataset, *, cached_only: bool, progre
 def pretrained(cfg: Config, sets: common.RealSets, progress: bool = True, cached_only: bool = False) -> Path | None:
     """The unconditional DDPM (pool, labels hidden): with ``pretrain_steps`` None (or = gen_steps) it
     is the generator of :func:`synthetic.pretrained_generator`, shared with chapter 7 (same recipe, same
-    cache key)."""
+    cache key). None with no ``ft_fractions``: nothing is fine-tuned, so nothing is pretrained (``cpu``)."""
+    if not cfg.ft_fractions:
+        return None
     steps = cfg.pretrain_steps or cfg.gen_steps
     if steps == cfg.gen_steps and not cached_only:
         return synthetic.pretrained_generator(cfg, sets, progress=progress)
@@ -222,7 +224,7 @@ def generators(cfg: Config, sets: common.RealSets, progress: bool = True, cached
     ``kind, fraction, labeled_images, unlabeled_steps, labeled_steps, path``. With ``cached_only``
     nothing is trained and the generators not in the cache are left out (chapter 6)."""
     rows = []
-    pre = pretrained(cfg, sets, progress=progress, cached_only=cached_only) if cfg.ft_fractions else None
+    pre = pretrained(cfg, sets, progress=progress, cached_only=cached_only)
     pre_steps = cfg.pretrain_steps or cfg.gen_steps
     for f in sorted(cfg.ft_fractions) if pre is not None else ():
         r_f = labeled_subset(cfg, sets, f)
@@ -243,7 +245,7 @@ def generators(cfg: Config, sets: common.RealSets, progress: bool = True, cached
 def training_curves(cfg: Config, sets: common.RealSets, gens: pd.DataFrame) -> pd.DataFrame:
     """The training losses (``train_log.csv`` kept with each cached generator): ``generator, phase,
     step, loss`` with fine-tuning steps counted after the pretraining steps."""
-    pre = pretrained(cfg, sets, progress=False) if cfg.ft_fractions else None
+    pre = pretrained(cfg, sets, progress=False)
     pre_steps = cfg.pretrain_steps or cfg.gen_steps
     parts = []
 
