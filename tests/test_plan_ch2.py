@@ -84,7 +84,7 @@ REPLAYED = {"synthetic.main_generator_snapshots", "generators.label_grids", "com
             "generators.sampler_comparison", "generators.label_flip_effects", "generators.memorization"}
 FREE = {"generators.Config", "common.real_sets", "generators.training_log", "generators.plot_training",
         "generators.label_conditions", "generators.plot_tradeoff", "generators.unpaired_label_auroc",
-        "generators.plot_flip_effects"}
+        "generators.plot_flip_effects", "generators.nfe_tradeoff", "generators.nfe_tradeoff_text"}
 
 
 def test_the_notebook_calls_only_what_the_replay_covers():
