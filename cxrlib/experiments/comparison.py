@@ -84,7 +84,8 @@ class Config(LatentRecipe):
         "smoke": dict(LDM_PROFILES["smoke"], amounts=(4, 8), clf_archs=("small_cnn",), arch_epochs=(1,), arch_seeds=(1,),
                       arch_amounts=(2,), gan_g_channels=(32, 16, 16, 8), gan_d_channels=(8, 16, 32), gan_steps=20,
                       gan_batch_size=16, fewshot_k=3, fewshot_steps=6, fewshot_batch_size=8, n_fidelity_real=100, n_grid=3),
-        # cpu: Schaudt's amounts start at 100 per class; the primary classifier 5 seeds (cpu-full: the second 3)
+        # cpu (the hour book): GAN, DDPM and LDM at Schaudt's smallest amount (100 per class), small_cnn, 3 seeds;
+        # cpu-full: the few-shot model (needs the pool pretraining), 100 and 300 per class, the second classifier
         "cpu": dict(LDM_PROFILES["cpu"], sampler_steps=10, amounts=(100,), generators=("gan", "ddpm", "ldm"),
                     clf_archs=("small_cnn",), arch_epochs=(5,), arch_seeds=(3,), arch_amounts=(1,)),
         "cpu-full": dict(amounts=(100, 300), generators=GENERATORS, clf_archs=("small_cnn", "resnet18"), arch_epochs=(5, 2), arch_seeds=(5, 3),

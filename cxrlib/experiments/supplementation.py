@@ -96,11 +96,12 @@ class Config(StudyConfig):
         # smoke: every path once, small; the regime map's one cell (R_50% = R) reuses the main grid's arms
         "smoke": dict(supplement_percents=(0, 100), synthetic_only_percents=(100,), duplicate_percents=(100,),
                       n_generators=1, ft_steps=10, regime_fractions=(0.5,), regime_percents=(100,)),
-        # cpu: the primary contrasts — Khosravi's headline point (1000 %) with its duplicates control, synthetic-only
-        # at 300 % (the paper's "comparable at 200-300 %"), both sources, mixing sources; five seeds
+        # cpu (the hour book): the primary contrast — R + synthetic at 100 % of two independently trained R-only
+        # generators against real and against its duplicates control; five seeds
         "cpu": dict(supplement_percents=(0, 100), synthetic_only_percents=(), duplicate_percents=(100,), n_seeds=5,
                     regime_fractions=(), pool_pretrained=False, mixing_site=""),
-        # cpu-full: the ratio axis 100 / 300 / 1000 % (duplicates and synthetic-only at every size) and the regime map
+        # cpu-full: the ratio axis 100 / 300 / 1000 % (duplicates and synthetic-only at every size; 1000 % is the paper's
+        # headline), the pool-pretrained source, the mixing-sources arms and the regime map
         "cpu-full": dict(pool_pretrained=True, mixing_site="nih",
                          supplement_percents=(0, 100, 300, 1000), synthetic_only_percents=(100, 300, 1000),
                          duplicate_percents=(100, 300, 1000), regime_fractions=(0.1, 0.25, 0.5, 1.0),
